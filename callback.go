@@ -1,0 +1,212 @@
+package oidcrp
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// handleCallback completes a login: the authorization response is checked
+// against the attempt's cookie (state, RFC 9207 iss), the code is exchanged
+// with the PKCE verifier, the ID token is verified (signature, iss, aud, exp
+// by go-oidc; nonce, iat, sub and extra audiences here), userinfo is read,
+// and a new session replaces the attempt.
+func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		rp.reject(w, r, http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "callback takes GET"})
+		return
+	}
+	q := r.URL.Query()
+	f, err := rp.takeFlow(w, r, q.Get("state"))
+	if err != nil {
+		rp.reject(w, r, http.StatusBadRequest, err)
+		return
+	}
+	c, err := rp.conn(r.Context())
+	if err != nil {
+		rp.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	if err := rp.checkResponseIssuer(c, f, q.Get("iss"), q.Has("iss")); err != nil {
+		rp.reject(w, r, http.StatusBadRequest, err)
+		return
+	}
+	if code := q.Get("error"); code != "" {
+		rp.reject(w, r, http.StatusForbidden, &AuthError{Reason: ReasonProviderError, Code: truncate(code, 100), Description: truncate(q.Get("error_description"), 300)})
+		return
+	}
+	if q.Get("code") == "" || len(q["code"]) != 1 {
+		rp.reject(w, r, http.StatusBadRequest, &AuthError{Reason: ReasonBadRequest, Description: "no code in the authorization response"})
+		return
+	}
+	if f.ClientID != c.creds.ClientID {
+		// The client was replaced while the browser was away; its code is for the old one.
+		rp.restartLogin(w, r, f, &AuthError{Reason: ReasonInvalidClient, Description: "the client was replaced during the login"})
+		return
+	}
+	u, err := rp.complete(r.Context(), c, f, q.Get("code"))
+	if err != nil {
+		var ae *AuthError
+		if errors.As(err, &ae) && ae.Reason == ReasonInvalidClient && !f.Retried && rp.replaceRejected(r.Context(), c) {
+			rp.restartLogin(w, r, f, err)
+			return
+		}
+		rp.reject(w, r, statusOf(err), err)
+		return
+	}
+	if err := rp.startSession(w, r, u); err != nil {
+		rp.log.Error("oidcrp: cannot start session", "err", err)
+		rp.fail(w, r, http.StatusInternalServerError, &AuthError{Reason: ReasonSession, Err: err})
+		return
+	}
+	rp.log.Info("oidcrp: login completed", "sub", u.Subject, "client_id", c.creds.ClientID)
+	http.Redirect(w, r, safeReturnTo(f.ReturnTo), http.StatusSeeOther)
+}
+
+// takeFlow finds, opens and deletes the cookie of the attempt named by state.
+func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*flow, error) {
+	bad := func(why string) error { return &AuthError{Reason: ReasonStateMismatch, Description: why} }
+	if len(state) != 43 {
+		return nil, bad("missing or malformed state")
+	}
+	name := flowCookieName(state)
+	ck, err := r.Cookie(name)
+	if err != nil {
+		return nil, bad("no login in progress for this state in this browser (expired, finished, or started elsewhere)")
+	}
+	http.SetCookie(w, rp.cookie(name, "", "/", time.Time{})) // one use only
+	s, err := rp.sealer(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	pt, err := s.open("login", name, ck.Value)
+	if err != nil {
+		return nil, bad("login cookie does not authenticate")
+	}
+	var f flow
+	if err := json.Unmarshal(pt, &f); err != nil {
+		return nil, bad("login cookie is malformed")
+	}
+	if subtle.ConstantTimeCompare([]byte(f.State), []byte(state)) != 1 {
+		return nil, bad("state does not match the login cookie")
+	}
+	if age := rp.now().Sub(time.Unix(f.Created, 0)); age > flowLifetime || age < -time.Minute {
+		return nil, bad("login attempt expired")
+	}
+	if f.Issuer != rp.cfg.Issuer {
+		return nil, &AuthError{Reason: ReasonIssuerMismatch, Description: "login was started with another issuer"}
+	}
+	return &f, nil
+}
+
+// checkResponseIssuer applies RFC 9207 §2.4: an iss parameter must equal the
+// issuer the request went to, and is required from a provider that
+// advertises it.
+func (rp *RP) checkResponseIssuer(c *conn, f *flow, iss string, present bool) error {
+	switch {
+	case present && iss != f.Issuer:
+		return &AuthError{Reason: ReasonIssuerMismatch, Description: fmt.Sprintf("authorization response from %q, expected %q", truncate(iss, 200), f.Issuer)}
+	case !present && c.disc.AuthorizationResponseIssSupported:
+		return &AuthError{Reason: ReasonIssuerMismatch, Description: "authorization response lacks iss though the provider advertises it"}
+	}
+	return nil
+}
+
+// complete exchanges the code and builds the user from verified tokens.
+func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*User, error) {
+	octx := oidc.ClientContext(ctx, rp.httpClient)
+	tok, err := c.oauth.Exchange(octx, code, oauth2.VerifierOption(f.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client") {
+			return nil, &AuthError{Reason: ReasonInvalidClient, Code: re.ErrorCode, Description: truncate(re.ErrorDescription, 300), Err: err}
+		}
+		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "token response has no id_token"}
+	}
+	idt, err := c.verifier.Verify(octx, raw)
+	if err != nil {
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+	}
+	var std struct {
+		Subject  string          `json:"sub"`
+		Nonce    *string         `json:"nonce"`
+		IssuedAt json.RawMessage `json:"iat"`
+	}
+	claims := map[string]any{}
+	if err := idt.Claims(&std); err != nil {
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+	}
+	if err := idt.Claims(&claims); err != nil {
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+	}
+	switch {
+	case std.Nonce == nil || subtle.ConstantTimeCompare([]byte(*std.Nonce), []byte(f.Nonce)) != 1:
+		return nil, &AuthError{Reason: ReasonNonceMismatch, Description: "ID token nonce does not match the login attempt"}
+	case std.Subject == "" || len(std.Subject) > 255:
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token has no valid sub"}
+	case len(std.IssuedAt) == 0 || std.IssuedAt[0] < '0' || std.IssuedAt[0] > '9':
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token has no iat"}
+	case len(idt.Audience) != 1:
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience)}
+	}
+	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
+		ui, err := c.provider.UserInfo(octx, oauth2.StaticTokenSource(tok))
+		if err != nil {
+			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
+		}
+		if ui.Subject != std.Subject {
+			// OIDC Core §5.3.2: the response must not be used.
+			return nil, &AuthError{Reason: ReasonUserInfo, Description: "userinfo sub differs from the ID token's"}
+		}
+		extra := map[string]any{}
+		if err := ui.Claims(&extra); err != nil {
+			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
+		}
+		for k, v := range extra {
+			if _, ok := claims[k]; !ok {
+				claims[k] = v
+			}
+		}
+	}
+	expiry := idt.Expiry
+	if rp.cfg.SessionLifetime > 0 {
+		expiry = rp.now().Add(rp.cfg.SessionLifetime)
+	}
+	if rp.cfg.ClaimFilter != nil {
+		kept := maps.Clone(claims)
+		rp.cfg.ClaimFilter(kept)
+		claims = kept
+	}
+	claims["iss"], claims["sub"] = idt.Issuer, std.Subject
+	cb, err := json.Marshal(claims)
+	if err != nil {
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+	}
+	return &User{Issuer: idt.Issuer, Subject: std.Subject, Expiry: expiry, claims: cb, idToken: raw, sid: randomString()[:22]}, nil
+}
+
+// restartLogin starts the attempt f again, once, after the provider rejected
+// a client that has now been replaced.
+func (rp *RP) restartLogin(w http.ResponseWriter, r *http.Request, f *flow, cause error) {
+	if f.Retried {
+		rp.reject(w, r, http.StatusBadGateway, cause)
+		return
+	}
+	rp.log.Warn("oidcrp: restarting the login with the renewed client", "err", cause)
+	rp.loginAttempt(w, r, f.ReturnTo, true)
+}

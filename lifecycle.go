@@ -1,0 +1,315 @@
+package oidcrp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Timing of the registration lifecycle.
+const (
+	renewRetry        = 30 * time.Second // next renewal attempt after one failed while the old secret still works
+	reregisterEvery   = 30 * time.Second // at most one replacement of a rejected registration per period
+	verifyEvery       = 10 * time.Second // at most one "does the client still exist" check per period
+	cleanupTimeout    = 10 * time.Second
+	registrationLease = "oidcrp:lock:"
+)
+
+// credentials returns usable credentials: the configured client, the stored
+// registration, or a new or renewed one, which it stores. renewAt is when
+// they need renewing (zero: never). prev is the connection being renewed, or
+// nil at first use.
+func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (creds *Credentials, renewAt time.Time, err error) {
+	if rp.cfg.ClientID != "" {
+		m := rp.cfg.Metadata
+		return &Credentials{Issuer: rp.cfg.Issuer, ClientID: rp.cfg.ClientID, ClientSecret: Secret(rp.cfg.ClientSecret), Metadata: m}, time.Time{}, nil
+	}
+	if disc.RegistrationEndpoint == "" {
+		return nil, time.Time{}, ErrNoRegistration
+	}
+	want, err := rp.wantMetadata(disc)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	fp := fingerprint(rp.cfg.Issuer, want)
+
+	stored, err := rp.loadCredentials(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	dead := "" // a stored client the provider no longer knows
+	if rp.usable(stored, fp) {
+		if prev != nil || rp.stillRegistered(ctx, disc, stored) {
+			return stored, rp.renewAt(stored), nil
+		}
+		dead = stored.ClientID
+	}
+
+	// Exclude peers sharing the store while replacing the credentials, and
+	// look again once excluded: a peer may have done it while we waited.
+	if l, ok := rp.cfg.Store.(Locker); ok {
+		unlock, err := l.Lock(ctx, registrationLease+rp.cfg.StoreKey)
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("oidcrp: lock credential store: %w", err)
+		}
+		defer unlock()
+		if stored, err = rp.loadCredentials(ctx); err != nil {
+			return nil, time.Time{}, err
+		}
+		if rp.usable(stored, fp) && stored.ClientID != dead {
+			return stored, rp.renewAt(stored), nil
+		}
+	}
+
+	fresh, err := rp.obtain(ctx, disc, stored, want, fp)
+	if err != nil {
+		if stored != nil && stored.Fingerprint == fp && !stored.expiresWithin(rp.now(), 0) && stored.Issuer == rp.cfg.Issuer {
+			// Renewal failed but the secret still works: keep it, try again soon.
+			rp.log.Warn("oidcrp: renewing client credentials failed; using the current ones", "client_id", stored.ClientID,
+				"expires_at", stored.ClientSecretExpiresAt, "err", err)
+			return stored, rp.now().Add(renewRetry), nil
+		}
+		return nil, time.Time{}, err
+	}
+	if err := rp.saveCredentials(ctx, fresh); err != nil {
+		// The provider issued them; losing them would orphan a client, so use
+		// them in this process and report the store failure loudly.
+		rp.log.Error("oidcrp: storing client credentials failed; they live in this process only", "client_id", fresh.ClientID, "err", err)
+	}
+	return fresh, rp.renewAt(fresh), nil
+}
+
+// usable reports whether stored credentials fit the current configuration
+// and are not about to expire.
+func (rp *RP) usable(c *Credentials, fp string) bool {
+	return c != nil && c.Issuer == rp.cfg.Issuer && c.Fingerprint == fp && !c.expiresWithin(rp.now(), rp.cfg.RenewBefore)
+}
+
+func (rp *RP) renewAt(c *Credentials) time.Time {
+	if c.ClientSecretExpiresAt.IsZero() {
+		return time.Time{}
+	}
+	return c.ClientSecretExpiresAt.Add(-rp.cfg.RenewBefore)
+}
+
+// obtain renews stored credentials through RFC 7592 where it can (a changed
+// configuration is updated in place, an expiring secret is read anew) and
+// registers a new client otherwise.
+func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, want ClientMetadata, fp string) (*Credentials, error) {
+	g := rp.registrar()
+	if stored != nil && stored.Issuer == rp.cfg.Issuer && stored.RegistrationClientURI != "" {
+		var c *Credentials
+		var err error
+		op := "read"
+		if stored.Fingerprint != fp {
+			op = "update"
+			c, err = g.update(ctx, stored, want)
+		} else {
+			c, err = g.read(ctx, stored, want)
+		}
+		switch {
+		case err == nil && !c.expiresWithin(rp.now(), rp.cfg.RenewBefore):
+			rp.log.Info("oidcrp: client registration renewed", "op", op, "client_id", c.ClientID, "secret_expires_at", c.ClientSecretExpiresAt)
+			return c, nil
+		case err == nil && op == "read":
+			// Still expiring: an update may issue a new secret (RFC 7592 §2.2).
+			if c2, err2 := g.update(ctx, c, want); err2 == nil && !c2.expiresWithin(rp.now(), rp.cfg.RenewBefore) {
+				rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
+				return c2, nil
+			}
+		default:
+			rp.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
+		}
+	}
+	start := rp.now()
+	c, err := g.register(ctx, rp.cfg.Issuer, disc.RegistrationEndpoint, rp.cfg.InitialAccessToken, want)
+	if err != nil {
+		rp.log.Error("oidcrp: client registration failed", "err", err)
+		return nil, err
+	}
+	rp.log.Info("oidcrp: registered client", "client_id", c.ClientID, "auth_method", c.authMethod(),
+		"secret_expires_at", c.ClientSecretExpiresAt, "duration", rp.now().Sub(start))
+	if stored != nil && stored.ClientID != c.ClientID && stored.Issuer == rp.cfg.Issuer && stored.RegistrationClientURI != "" {
+		rp.deleteSuperseded(ctx, stored)
+	}
+	return c, nil
+}
+
+// deleteSuperseded removes a replaced registration at the provider so it is
+// not left behind; a failure is logged, not returned.
+func (rp *RP) deleteSuperseded(ctx context.Context, old *Credentials) {
+	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+	defer cancel()
+	if err := rp.registrar().remove(ctx, old); err != nil {
+		rp.log.Warn("oidcrp: could not delete the superseded registration", "client_id", old.ClientID, "err", err)
+		return
+	}
+	rp.log.Info("oidcrp: deleted the superseded registration", "client_id", old.ClientID)
+}
+
+func (rp *RP) registrar() registrar { return registrar{client: rp.httpClient, now: rp.now} }
+
+func (rp *RP) loadCredentials(ctx context.Context) (*Credentials, error) {
+	b, err := rp.cfg.Store.Load(ctx, rp.cfg.StoreKey)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		rp.log.Error("oidcrp: loading client credentials failed", "key", rp.cfg.StoreKey, "err", err)
+		return nil, fmt.Errorf("oidcrp: load credentials: %w", err)
+	}
+	c, err := decodeCredentials(b)
+	if err != nil {
+		rp.log.Error("oidcrp: stored client credentials are unreadable; fix or delete them", "key", rp.cfg.StoreKey, "err", err)
+		return nil, err
+	}
+	return c, nil
+}
+
+func (rp *RP) saveCredentials(ctx context.Context, c *Credentials) error {
+	b, err := encodeCredentials(c)
+	if err != nil {
+		return err
+	}
+	return rp.cfg.Store.Save(ctx, rp.cfg.StoreKey, b)
+}
+
+// stillRegistered checks stored credentials against the provider, when the
+// provider gives a way to: an RFC 7592 read, else a token request with a code
+// that cannot exist, which a provider answers with invalid_grant for a known
+// client and invalid_client for an unknown one. Any other outcome counts as
+// registered: only a clear "unknown client" replaces a registration.
+func (rp *RP) stillRegistered(ctx context.Context, disc *discovery, c *Credentials) bool {
+	if c.RegistrationClientURI != "" {
+		_, err := rp.registrar().read(ctx, c, c.Metadata)
+		var re *RegistrationError
+		if errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized {
+			rp.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
+			return false
+		}
+		return true
+	}
+	code, err := rp.probeToken(ctx, disc, c)
+	if err == nil && (code == "invalid_client" || code == "unauthorized_client") {
+		rp.log.Warn("oidcrp: the provider rejects the stored client", "client_id", c.ClientID, "error", code)
+		return false
+	}
+	return true
+}
+
+// probeToken sends a token request with a made-up code and returns the
+// OAuth error code of the answer.
+func (rp *RP) probeToken(ctx context.Context, disc *discovery, c *Credentials) (string, error) {
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {"oidcrp-probe"}, "redirect_uri": {rp.cfg.RedirectURL}}
+	basic := c.authMethod() == "client_secret_basic"
+	if !basic {
+		form.Set("client_id", c.ClientID)
+		if c.ClientSecret != "" {
+			form.Set("client_secret", string(c.ClientSecret))
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, disc.TokenEndpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	if basic {
+		req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(string(c.ClientSecret)))
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := rp.httpClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(&e); err != nil {
+		return "", err
+	}
+	return e.Error, nil
+}
+
+// replaceRejected is called when the provider rejected the client at the
+// token endpoint. It confirms the client is gone and, at most once per
+// period, drops it so the next setup registers anew. It reports whether the
+// registration was replaced, so that the caller may restart the login.
+func (rp *RP) replaceRejected(ctx context.Context, c *conn) bool {
+	if rp.cfg.ClientID != "" {
+		return false // a hand-made client cannot be replaced
+	}
+	rp.verifyMu.Lock()
+	defer rp.verifyMu.Unlock()
+	if cur := rp.cur.Load(); cur != c {
+		return cur != nil // already replaced by someone else
+	}
+	if rp.now().Sub(rp.lastRenewal) < reregisterEvery {
+		rp.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
+		return false
+	}
+	if c.creds.RegistrationClientURI != "" && rp.stillRegistered(ctx, c.disc, c.creds) {
+		// The client exists; its secret may have been rotated by a peer.
+		return rp.reload(ctx, c)
+	}
+	rp.lastRenewal = rp.now()
+	rp.forget(ctx, c)
+	return true
+}
+
+// forget drops a connection whose client the provider no longer knows: the
+// stored credentials (unless a peer already replaced them) and the
+// connection, so that the next request registers anew.
+func (rp *RP) forget(ctx context.Context, c *conn) {
+	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == c.creds.ClientID {
+		if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
+			rp.log.Error("oidcrp: deleting rejected credentials failed", "err", err)
+		}
+	}
+	next := *c
+	next.renewAt = rp.now() // renew on next use, keeping the discovery
+	rp.cur.CompareAndSwap(c, &next)
+	rp.log.Warn("oidcrp: dropped a client the provider no longer knows; the next login registers anew", "client_id", c.creds.ClientID)
+}
+
+// reload replaces the connection's credentials with the stored ones if a
+// peer changed them.
+func (rp *RP) reload(ctx context.Context, c *conn) bool {
+	stored, err := rp.loadCredentials(ctx)
+	if err != nil || stored == nil || (stored.ClientID == c.creds.ClientID && stored.ClientSecret == c.creds.ClientSecret) {
+		return false
+	}
+	n, err := rp.newConn(c.disc, c, stored, rp.renewAt(stored))
+	if err != nil {
+		return false
+	}
+	return rp.cur.CompareAndSwap(c, n)
+}
+
+// verifyBeforeLogin is called when a browser starts a login while an earlier
+// attempt of it never came back: the provider may have refused to show its
+// login page because it forgot the client. It checks, at most once per
+// period, and drops a forgotten client.
+func (rp *RP) verifyBeforeLogin(ctx context.Context, c *conn) {
+	if rp.cfg.ClientID != "" {
+		return
+	}
+	rp.verifyMu.Lock()
+	if rp.now().Sub(rp.lastVerify) < verifyEvery || rp.cur.Load() != c {
+		rp.verifyMu.Unlock()
+		return
+	}
+	rp.lastVerify = rp.now()
+	rp.verifyMu.Unlock()
+	if !rp.stillRegistered(ctx, c.disc, c.creds) {
+		rp.verifyMu.Lock()
+		rp.lastRenewal = rp.now()
+		rp.forget(ctx, c)
+		rp.verifyMu.Unlock()
+	}
+}

@@ -1,0 +1,126 @@
+package oidcrp
+
+import (
+	"crypto/subtle"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+const logoutCookie = "oidcrp_logout"
+
+// handleLogout serves Config.LogoutPath:
+//
+//   - POST ends the local session and, when the provider has an
+//     end_session_endpoint, sends the browser there (OpenID Connect
+//     RP-Initiated Logout 1.0) with id_token_hint (or client_id when the ID
+//     token did not fit the cookie), post_logout_redirect_uri and state;
+//   - GET with state is the provider sending the browser back;
+//   - GET without state shows a sign-out button, so that a cross-site link
+//     cannot sign users out.
+func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	switch r.Method {
+	case http.MethodPost:
+		if !sameOrigin(r, rp.cfg.RedirectURL) {
+			rp.reject(w, r, http.StatusForbidden, &AuthError{Reason: ReasonBadRequest, Description: "cross-site logout refused"})
+			return
+		}
+		rp.logout(w, r)
+	case http.MethodGet, http.MethodHead:
+		if state := r.URL.Query().Get("state"); state != "" || r.URL.Query().Has("done") {
+			rp.loggedOut(w, r, state)
+			return
+		}
+		page(w, http.StatusOK, "Sign out", rp.currentUser(r) != nil, rp.cfg.LogoutPath)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		rp.fail(w, r, http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "logout takes GET or POST"})
+	}
+}
+
+func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
+	u := rp.currentUser(r)
+	rp.endSession(w, r, u)
+	if u != nil {
+		rp.log.Info("oidcrp: logout", "sub", u.Subject)
+	}
+	done := rp.cfg.LogoutPath + "?done"
+	c, err := rp.conn(r.Context())
+	if err != nil || c.disc.EndSessionEndpoint == "" {
+		if err != nil {
+			rp.log.Warn("oidcrp: provider unavailable; ended the local session only", "err", err)
+		}
+		http.Redirect(w, r, done, http.StatusSeeOther)
+		return
+	}
+	s, err := rp.sealer(r.Context())
+	if err != nil {
+		http.Redirect(w, r, done, http.StatusSeeOther)
+		return
+	}
+	state := randomString()
+	http.SetCookie(w, rp.cookie(logoutCookie, s.seal("logout", logoutCookie, []byte(state)), rp.cfg.LogoutPath, rp.now().Add(flowLifetime)))
+	q := url.Values{"post_logout_redirect_uri": {rp.cfg.PostLogoutRedirectURL}, "state": {state}}
+	if u != nil && u.idToken != "" {
+		q.Set("id_token_hint", u.idToken)
+	} else {
+		q.Set("client_id", c.creds.ClientID)
+	}
+	target := c.disc.EndSessionEndpoint
+	if strings.Contains(target, "?") {
+		target += "&" + q.Encode()
+	} else {
+		target += "?" + q.Encode()
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// loggedOut is where the provider returns the browser after logout.
+func (rp *RP) loggedOut(w http.ResponseWriter, r *http.Request, state string) {
+	if state != "" {
+		ok := false
+		if ck, err := r.Cookie(logoutCookie); err == nil {
+			if s, err := rp.sealer(r.Context()); err == nil {
+				want, err := s.open("logout", logoutCookie, ck.Value)
+				ok = err == nil && subtle.ConstantTimeCompare(want, []byte(state)) == 1
+			}
+		}
+		if !ok {
+			rp.log.Warn("oidcrp: post-logout redirect with an unknown state")
+		}
+		http.SetCookie(w, rp.cookie(logoutCookie, "", rp.cfg.LogoutPath, time.Time{}))
+	}
+	page(w, http.StatusOK, "Signed out", false, "")
+}
+
+// sameOrigin reports whether a state-changing request comes from the
+// application's own pages, by the Sec-Fetch-Site and Origin headers
+// browsers send.
+func sameOrigin(r *http.Request, appURL string) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not sent by older browsers for same-origin forms, nor by non-browser clients
+	}
+	u, err := url.Parse(appURL)
+	return err == nil && origin == u.Scheme+"://"+u.Host
+}
+
+var logoutPage = template.Must(template.New("logout").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title></head>
+<body><h1>{{.Title}}</h1>
+{{if .Form}}<form method="post" action="{{.Action}}"><button type="submit">Sign out</button></form>
+{{else}}<p>You are signed out.</p><p><a href="/">Continue</a></p>{{end}}
+</body></html>
+`))
+
+func page(w http.ResponseWriter, status int, title string, form bool, action string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_ = logoutPage.Execute(w, map[string]any{"Title": title, "Form": form, "Action": action})
+}

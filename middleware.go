@@ -1,0 +1,174 @@
+package oidcrp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Require returns middleware that lets only signed-in users through to next,
+// with the user in the request context ([UserFromContext]). A browser
+// navigation without a session is redirected to the provider to sign in and
+// comes back to the URL it asked for; any other request gets 401. It also
+// answers the callback path and Config.LogoutPath.
+func (rp *RP) Require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rp.serveOwn(w, r) {
+			return
+		}
+		if u := rp.currentUser(r); u != nil {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+			return
+		}
+		if !isNavigation(r) {
+			w.Header().Set("WWW-Authenticate", `OpenIDConnect realm="oidcrp"`)
+			rp.fail(w, r, http.StatusUnauthorized, &AuthError{Reason: ReasonLoginRequired})
+			return
+		}
+		rp.login(w, r, r.URL.RequestURI())
+	})
+}
+
+// Optional returns middleware that puts the signed-in user, if any, in the
+// request context and always calls next. It also answers the callback path
+// and Config.LogoutPath.
+func (rp *RP) Optional(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rp.serveOwn(w, r) {
+			return
+		}
+		if u := rp.currentUser(r); u != nil {
+			r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// LoginHandler returns a handler that starts a login and, once signed in,
+// returns the browser to the same-origin path in its "return_to" query
+// parameter (default "/").
+func (rp *RP) LoginHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rp.login(w, r, r.URL.Query().Get("return_to"))
+	})
+}
+
+// isNavigation reports whether r is a browser navigation, which can be
+// redirected to the provider, rather than an API call or a sub-resource.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// flowCookiePrefix names the per-attempt login cookies; the rest of the name
+// is taken from the state, so parallel logins in several tabs do not collide.
+const (
+	flowCookiePrefix = "oidcrp_login_"
+	flowLifetime     = 10 * time.Minute
+)
+
+// flow is the state of one login attempt, sealed into a cookie bound to the
+// browser.
+type flow struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Issuer   string `json:"i"`
+	ClientID string `json:"c"`
+	ReturnTo string `json:"r"`
+	Created  int64  `json:"t"`
+	Retried  bool   `json:"x,omitempty"` // this attempt restarts one the provider rejected
+}
+
+func flowCookieName(state string) string {
+	return flowCookiePrefix + state[:16]
+}
+
+// login redirects the browser to the provider's authorization endpoint.
+func (rp *RP) login(w http.ResponseWriter, r *http.Request, returnTo string) {
+	rp.loginAttempt(w, r, safeReturnTo(returnTo), false)
+}
+
+func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo string, retried bool) {
+	ctx := r.Context()
+	c, err := rp.conn(ctx)
+	if err == nil && hasPendingLogin(r) {
+		// An earlier attempt of this browser never came back: maybe the
+		// provider refused it because it forgot this client.
+		rp.verifyBeforeLogin(ctx, c)
+		c, err = rp.conn(ctx)
+	}
+	if err != nil {
+		rp.log.Error("oidcrp: cannot start login", "err", err)
+		rp.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	s, err := rp.sealer(ctx)
+	if err != nil {
+		rp.fail(w, r, http.StatusServiceUnavailable, err)
+		return
+	}
+	f := flow{
+		State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(),
+		Issuer: rp.cfg.Issuer, ClientID: c.creds.ClientID, ReturnTo: returnTo, Created: rp.now().Unix(), Retried: retried,
+	}
+	b, _ := json.Marshal(f)
+	name := flowCookieName(f.State)
+	http.SetCookie(w, rp.cookie(name, s.seal("login", name, b), "/", rp.now().Add(flowLifetime)))
+	target := c.oauth.AuthCodeURL(f.State, oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
+	rp.log.Debug("oidcrp: login started", "client_id", c.creds.ClientID)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+func oidcNonce(nonce string) oauth2.AuthCodeOption { return oauth2.SetAuthURLParam("nonce", nonce) }
+
+func hasPendingLogin(r *http.Request) bool {
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(c.Name, flowCookiePrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// randomString returns 256 random bits, base64url-encoded (43 characters).
+func randomString() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// safeReturnTo returns target if it is a path on this origin, and "/"
+// otherwise: no scheme, no host, no "//" or "/\" that a browser would read
+// as another host, no control characters.
+func safeReturnTo(target string) string {
+	if target == "" || target[0] != '/' || len(target) > 2048 {
+		return "/"
+	}
+	if len(target) > 1 && (target[1] == '/' || target[1] == '\\') {
+		return "/"
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") {
+		return "/"
+	}
+	return target
+}

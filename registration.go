@@ -1,0 +1,531 @@
+package oidcrp
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxResponseBytes caps every JSON document read from a provider.
+const maxResponseBytes = 1 << 20
+
+// ClientMetadata is the client metadata of OpenID Connect Dynamic Client
+// Registration 1.0 §2, RFC 7591 §2 and the logout specifications. Empty
+// fields are omitted from a registration request. Metadata the type does not
+// model (localized names such as "client_name#ja", or provider extensions)
+// goes in Extra; Extra never overrides a modelled field.
+type ClientMetadata struct {
+	RedirectURIs                      []string        `json:"redirect_uris,omitempty"`
+	ResponseTypes                     []string        `json:"response_types,omitempty"`
+	GrantTypes                        []string        `json:"grant_types,omitempty"`
+	ApplicationType                   string          `json:"application_type,omitempty"`
+	Contacts                          []string        `json:"contacts,omitempty"`
+	ClientName                        string          `json:"client_name,omitempty"`
+	LogoURI                           string          `json:"logo_uri,omitempty"`
+	ClientURI                         string          `json:"client_uri,omitempty"`
+	PolicyURI                         string          `json:"policy_uri,omitempty"`
+	TOSURI                            string          `json:"tos_uri,omitempty"`
+	JWKSURI                           string          `json:"jwks_uri,omitempty"`
+	JWKS                              json.RawMessage `json:"jwks,omitempty"`
+	SectorIdentifierURI               string          `json:"sector_identifier_uri,omitempty"`
+	SubjectType                       string          `json:"subject_type,omitempty"`
+	IDTokenSignedResponseAlg          string          `json:"id_token_signed_response_alg,omitempty"`
+	IDTokenEncryptedResponseAlg       string          `json:"id_token_encrypted_response_alg,omitempty"`
+	IDTokenEncryptedResponseEnc       string          `json:"id_token_encrypted_response_enc,omitempty"`
+	UserinfoSignedResponseAlg         string          `json:"userinfo_signed_response_alg,omitempty"`
+	UserinfoEncryptedResponseAlg      string          `json:"userinfo_encrypted_response_alg,omitempty"`
+	UserinfoEncryptedResponseEnc      string          `json:"userinfo_encrypted_response_enc,omitempty"`
+	RequestObjectSigningAlg           string          `json:"request_object_signing_alg,omitempty"`
+	RequestObjectEncryptionAlg        string          `json:"request_object_encryption_alg,omitempty"`
+	RequestObjectEncryptionEnc        string          `json:"request_object_encryption_enc,omitempty"`
+	TokenEndpointAuthMethod           string          `json:"token_endpoint_auth_method,omitempty"`
+	TokenEndpointAuthSigningAlg       string          `json:"token_endpoint_auth_signing_alg,omitempty"`
+	DefaultMaxAge                     int64           `json:"default_max_age,omitempty"`
+	RequireAuthTime                   bool            `json:"require_auth_time,omitempty"`
+	DefaultACRValues                  []string        `json:"default_acr_values,omitempty"`
+	InitiateLoginURI                  string          `json:"initiate_login_uri,omitempty"`
+	RequestURIs                       []string        `json:"request_uris,omitempty"`
+	Scope                             string          `json:"scope,omitempty"`
+	SoftwareID                        string          `json:"software_id,omitempty"`
+	SoftwareVersion                   string          `json:"software_version,omitempty"`
+	SoftwareStatement                 string          `json:"software_statement,omitempty"`
+	PostLogoutRedirectURIs            []string        `json:"post_logout_redirect_uris,omitempty"`
+	FrontchannelLogoutURI             string          `json:"frontchannel_logout_uri,omitempty"`
+	FrontchannelLogoutSessionRequired bool            `json:"frontchannel_logout_session_required,omitempty"`
+	BackchannelLogoutURI              string          `json:"backchannel_logout_uri,omitempty"`
+	BackchannelLogoutSessionRequired  bool            `json:"backchannel_logout_session_required,omitempty"`
+
+	// Extra holds any other metadata, sent as top-level members and filled
+	// from unknown members of a response.
+	Extra map[string]any `json:"-"`
+}
+
+// clientMetadataFields is an alias without methods, used to (un)marshal the
+// modelled fields without recursion.
+type clientMetadataFields ClientMetadata
+
+// responseOnlyFields are members of a client information response that are
+// not client metadata (RFC 7591 §3.2.1, RFC 7592 §3).
+var responseOnlyFields = []string{
+	"client_id", "client_secret", "client_secret_expires_at", "client_id_issued_at",
+	"registration_access_token", "registration_client_uri",
+}
+
+// MarshalJSON encodes the metadata as one JSON object: the modelled fields
+// that are set, then the members of Extra that do not collide with them.
+func (m ClientMetadata) MarshalJSON() ([]byte, error) {
+	known, err := json.Marshal(clientMetadataFields(m))
+	if err != nil || len(m.Extra) == 0 {
+		return known, err
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(known, &obj); err != nil {
+		return nil, err
+	}
+	for k, v := range m.Extra {
+		if _, taken := obj[k]; !taken && !isMetadataField(k) {
+			obj[k] = v
+		}
+	}
+	return json.Marshal(obj)
+}
+
+// UnmarshalJSON decodes the modelled fields and keeps every other member,
+// except the credential members of a registration response, in Extra.
+func (m *ClientMetadata) UnmarshalJSON(b []byte) error {
+	var f clientMetadataFields
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	f.Extra = nil
+	for k, raw := range all {
+		if isMetadataField(k) || slices.Contains(responseOnlyFields, k) {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		if f.Extra == nil {
+			f.Extra = map[string]any{}
+		}
+		f.Extra[k] = v
+	}
+	*m = ClientMetadata(f)
+	return nil
+}
+
+// metadataFieldNames are the JSON names of the modelled fields.
+var metadataFieldNames = func() map[string]bool {
+	t := reflect.TypeFor[clientMetadataFields]()
+	names := make(map[string]bool, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names[name] = true
+		}
+	}
+	return names
+}()
+
+func isMetadataField(name string) bool { return metadataFieldNames[name] }
+
+// Secret is a credential string that never shows itself when printed,
+// logged or encoded as JSON. Convert it with string(s) to use it.
+type Secret string
+
+const redacted = "[redacted]"
+
+// String returns "[redacted]" for a non-empty secret and "" otherwise.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString redacts the secret in %#v output.
+func (s Secret) GoString() string { return fmt.Sprintf("%q", s.String()) }
+
+// MarshalJSON encodes the secret redacted; stores use their own encoding.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// Credentials are what a provider issued at registration (RFC 7591 §3.2.1),
+// with the metadata it registered and the fingerprint of the request that
+// produced them. Printing, logging or JSON-encoding Credentials never shows
+// ClientSecret or RegistrationAccessToken.
+type Credentials struct {
+	Issuer                  string
+	ClientID                string
+	ClientSecret            Secret
+	ClientSecretExpiresAt   time.Time // zero: never expires
+	ClientIDIssuedAt        time.Time // zero: not reported
+	RegistrationAccessToken Secret
+	RegistrationClientURI   string
+	Metadata                ClientMetadata // as registered, including values the provider replaced
+	Fingerprint             string         // of the issuer and metadata that were asked for
+	RegisteredAt            time.Time      // when this process or a peer stored them
+}
+
+// expiresWithin reports whether the client secret expires before now+skew.
+func (c *Credentials) expiresWithin(now time.Time, skew time.Duration) bool {
+	return !c.ClientSecretExpiresAt.IsZero() && !now.Add(skew).Before(c.ClientSecretExpiresAt)
+}
+
+// authMethod is the token endpoint authentication method in force.
+func (c *Credentials) authMethod() string {
+	if c.Metadata.TokenEndpointAuthMethod == "" {
+		return "client_secret_basic" // OIDC DCR §2 default
+	}
+	return c.Metadata.TokenEndpointAuthMethod
+}
+
+// storedCredentials is the persisted form of Credentials.
+type storedCredentials struct {
+	Version                 int            `json:"version"`
+	Issuer                  string         `json:"issuer"`
+	ClientID                string         `json:"client_id"`
+	ClientSecret            string         `json:"client_secret,omitempty"`
+	ClientSecretExpiresAt   int64          `json:"client_secret_expires_at,omitempty"`
+	ClientIDIssuedAt        int64          `json:"client_id_issued_at,omitempty"`
+	RegistrationAccessToken string         `json:"registration_access_token,omitempty"`
+	RegistrationClientURI   string         `json:"registration_client_uri,omitempty"`
+	Metadata                ClientMetadata `json:"metadata"`
+	Fingerprint             string         `json:"fingerprint"`
+	RegisteredAt            int64          `json:"registered_at"`
+}
+
+func encodeCredentials(c *Credentials) ([]byte, error) {
+	return json.Marshal(storedCredentials{
+		Version: 1, Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: string(c.ClientSecret),
+		ClientSecretExpiresAt: unixOrZero(c.ClientSecretExpiresAt), ClientIDIssuedAt: unixOrZero(c.ClientIDIssuedAt),
+		RegistrationAccessToken: string(c.RegistrationAccessToken), RegistrationClientURI: c.RegistrationClientURI,
+		Metadata: c.Metadata, Fingerprint: c.Fingerprint, RegisteredAt: unixOrZero(c.RegisteredAt),
+	})
+}
+
+func decodeCredentials(b []byte) (*Credentials, error) {
+	var s storedCredentials
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%w: stored credentials: %v", ErrCorruptStore, err)
+	}
+	if s.Version != 1 || s.ClientID == "" {
+		return nil, fmt.Errorf("%w: stored credentials: version %d, client_id %q", ErrCorruptStore, s.Version, s.ClientID)
+	}
+	return &Credentials{
+		Issuer: s.Issuer, ClientID: s.ClientID, ClientSecret: Secret(s.ClientSecret),
+		ClientSecretExpiresAt: timeOrZero(s.ClientSecretExpiresAt), ClientIDIssuedAt: timeOrZero(s.ClientIDIssuedAt),
+		RegistrationAccessToken: Secret(s.RegistrationAccessToken), RegistrationClientURI: s.RegistrationClientURI,
+		Metadata: s.Metadata, Fingerprint: s.Fingerprint, RegisteredAt: timeOrZero(s.RegisteredAt),
+	}, nil
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func timeOrZero(sec int64) time.Time {
+	if sec <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0)
+}
+
+// fingerprint identifies a registration request: the issuer and the
+// requested metadata. Credentials whose fingerprint differs were issued for
+// another configuration.
+func fingerprint(issuer string, m ClientMetadata) string {
+	b, _ := json.Marshal(m) // object keys of maps are sorted, struct order is fixed
+	h := sha256.New()
+	h.Write([]byte(issuer))
+	h.Write([]byte{0})
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// RegistrationError is a failed registration or client-configuration
+// request: an error response of RFC 7591 §3.2.2 or RFC 7592, or a response
+// the client could not accept.
+type RegistrationError struct {
+	StatusCode       int    // HTTP status, 0 if the failure was not an HTTP error status
+	ErrorCode        string // "error" member or WWW-Authenticate error, e.g. "invalid_redirect_uri"
+	ErrorDescription string
+	Reason           string // why the client refused an otherwise successful response
+}
+
+// Error implements error.
+func (e *RegistrationError) Error() string {
+	var b strings.Builder
+	b.WriteString("oidcrp: registration")
+	if e.StatusCode != 0 {
+		fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
+	}
+	if e.ErrorCode != "" {
+		fmt.Fprintf(&b, ": %s", e.ErrorCode)
+	}
+	if e.ErrorDescription != "" {
+		fmt.Fprintf(&b, ": %s", e.ErrorDescription)
+	}
+	if e.Reason != "" {
+		fmt.Fprintf(&b, ": %s", e.Reason)
+	}
+	return b.String()
+}
+
+// clientInfo is a client information response (RFC 7591 §3.2.1, RFC 7592 §3).
+type clientInfo struct {
+	ClientID                string       `json:"client_id"`
+	ClientSecret            string       `json:"client_secret"`
+	ClientSecretExpiresAt   *json.Number `json:"client_secret_expires_at"`
+	ClientIDIssuedAt        *json.Number `json:"client_id_issued_at"`
+	RegistrationAccessToken string       `json:"registration_access_token"`
+	RegistrationClientURI   string       `json:"registration_client_uri"`
+}
+
+// registrar talks to a provider's registration endpoint and client
+// configuration endpoints.
+type registrar struct {
+	client *http.Client
+	now    func() time.Time
+}
+
+// register performs RFC 7591 §3.1 registration and validates the answer.
+func (g registrar) register(ctx context.Context, issuer, endpoint, initialToken string, want ClientMetadata) (*Credentials, error) {
+	body, err := json.Marshal(want)
+	if err != nil {
+		return nil, fmt.Errorf("oidcrp: encode client metadata: %w", err)
+	}
+	status, resp, err := g.do(ctx, http.MethodPost, endpoint, initialToken, body)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusCreated && status != http.StatusOK {
+		return nil, registrationFailure(status, resp)
+	}
+	return g.credentials(issuer, want, nil, resp)
+}
+
+// read fetches the current registration (RFC 7592 §2.1). A 401 means the
+// registration no longer exists; it is reported as a RegistrationError with
+// StatusCode 401.
+func (g registrar) read(ctx context.Context, c *Credentials, want ClientMetadata) (*Credentials, error) {
+	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
+		return nil, errors.New("oidcrp: registration has no client configuration endpoint")
+	}
+	status, resp, err := g.do(ctx, http.MethodGet, c.RegistrationClientURI, string(c.RegistrationAccessToken), nil)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, registrationFailure(status, resp)
+	}
+	return g.credentials(c.Issuer, want, c, resp)
+}
+
+// update replaces the registered metadata with want (RFC 7592 §2.2).
+func (g registrar) update(ctx context.Context, c *Credentials, want ClientMetadata) (*Credentials, error) {
+	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
+		return nil, errors.New("oidcrp: registration has no client configuration endpoint")
+	}
+	obj := map[string]any{}
+	b, _ := json.Marshal(want)
+	_ = json.Unmarshal(b, &obj)
+	obj["client_id"] = c.ClientID
+	if c.ClientSecret != "" {
+		obj["client_secret"] = string(c.ClientSecret)
+	}
+	body, _ := json.Marshal(obj)
+	status, resp, err := g.do(ctx, http.MethodPut, c.RegistrationClientURI, string(c.RegistrationAccessToken), body)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, registrationFailure(status, resp)
+	}
+	return g.credentials(c.Issuer, want, c, resp)
+}
+
+// remove deletes the registration at the provider (RFC 7592 §2.3). A
+// registration that is already gone (401) counts as removed.
+func (g registrar) remove(ctx context.Context, c *Credentials) error {
+	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
+		return errors.New("oidcrp: registration has no client configuration endpoint")
+	}
+	status, resp, err := g.do(ctx, http.MethodDelete, c.RegistrationClientURI, string(c.RegistrationAccessToken), nil)
+	if err != nil {
+		return err
+	}
+	switch status {
+	case http.StatusNoContent, http.StatusOK, http.StatusUnauthorized:
+		return nil
+	}
+	return registrationFailure(status, resp)
+}
+
+func (g registrar) do(ctx context.Context, method, endpoint, bearer string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, endpoint, rd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("oidcrp: registration request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("oidcrp: registration %s: %w", method, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("oidcrp: registration %s: read response: %w", method, err)
+	}
+	if len(b) > maxResponseBytes {
+		return 0, nil, &RegistrationError{StatusCode: resp.StatusCode, Reason: "response larger than 1 MiB"}
+	}
+	if resp.StatusCode == http.StatusUnauthorized && len(b) == 0 {
+		b = bearerErrorJSON(resp.Header.Get("WWW-Authenticate"))
+	}
+	return resp.StatusCode, b, nil
+}
+
+// bearerErrorJSON turns an RFC 6750 §3 challenge into the JSON error form.
+func bearerErrorJSON(challenge string) []byte {
+	obj := map[string]string{}
+	for _, part := range strings.Split(strings.TrimPrefix(challenge, "Bearer"), ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if ok && (k == "error" || k == "error_description") {
+			obj[k] = strings.Trim(v, `"`)
+		}
+	}
+	b, _ := json.Marshal(obj)
+	return b
+}
+
+func registrationFailure(status int, body []byte) error {
+	e := &RegistrationError{StatusCode: status}
+	var eb struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+	}
+	if json.Unmarshal(body, &eb) == nil {
+		e.ErrorCode, e.ErrorDescription = eb.Error, truncate(eb.ErrorDescription, 200)
+	}
+	return e
+}
+
+// credentials validates a client information response and turns it into
+// Credentials. prev, when set, is the registration being read or updated:
+// rotated secrets and tokens replace its values, others are kept.
+func (g registrar) credentials(issuer string, want ClientMetadata, prev *Credentials, body []byte) (*Credentials, error) {
+	refuse := func(format string, args ...any) error {
+		return &RegistrationError{Reason: fmt.Sprintf(format, args...)}
+	}
+	var info clientInfo
+	var meta ClientMetadata
+	if err := json.Unmarshal(body, &info); err != nil {
+		return nil, refuse("response is not a JSON object: %v", err)
+	}
+	if err := json.Unmarshal(body, &meta); err != nil {
+		return nil, refuse("response metadata: %v", err)
+	}
+	if info.ClientID == "" {
+		return nil, refuse("response has no client_id")
+	}
+	if prev != nil && info.ClientID != prev.ClientID {
+		return nil, refuse("client_id changed from %q to %q", prev.ClientID, info.ClientID)
+	}
+	for _, u := range want.RedirectURIs {
+		if !slices.Contains(meta.RedirectURIs, u) {
+			return nil, refuse("registered redirect_uris %q lack %q", meta.RedirectURIs, u)
+		}
+	}
+	if len(meta.ResponseTypes) > 0 && !slices.Contains(meta.ResponseTypes, "code") {
+		return nil, refuse("registered response_types %q lack \"code\"", meta.ResponseTypes)
+	}
+	if len(meta.GrantTypes) > 0 && !slices.Contains(meta.GrantTypes, "authorization_code") {
+		return nil, refuse("registered grant_types %q lack \"authorization_code\"", meta.GrantTypes)
+	}
+	c := &Credentials{
+		Issuer: issuer, ClientID: info.ClientID, Metadata: meta,
+		Fingerprint: fingerprint(issuer, want), RegisteredAt: g.now(),
+		ClientSecret: Secret(info.ClientSecret), RegistrationAccessToken: Secret(info.RegistrationAccessToken),
+		RegistrationClientURI: info.RegistrationClientURI,
+	}
+	if prev != nil {
+		// RFC 7592 §2.1: values not returned stay; new ones replace the old at once.
+		c.RegisteredAt = prev.RegisteredAt
+		if c.ClientSecret == "" {
+			c.ClientSecret, c.ClientSecretExpiresAt = prev.ClientSecret, prev.ClientSecretExpiresAt
+		}
+		if c.RegistrationAccessToken == "" {
+			c.RegistrationAccessToken = prev.RegistrationAccessToken
+		}
+		if c.RegistrationClientURI == "" {
+			c.RegistrationClientURI = prev.RegistrationClientURI
+		}
+		c.ClientIDIssuedAt = prev.ClientIDIssuedAt
+	}
+	if (c.RegistrationAccessToken == "") != (c.RegistrationClientURI == "") {
+		return nil, refuse("registration_access_token and registration_client_uri must come together")
+	}
+	switch m := c.authMethod(); m {
+	case "client_secret_basic", "client_secret_post":
+		if c.ClientSecret == "" {
+			return nil, refuse("token_endpoint_auth_method %q but no client_secret", m)
+		}
+	case "none":
+	default:
+		return nil, refuse("unsupported token_endpoint_auth_method %q", m)
+	}
+	if info.ClientSecretExpiresAt != nil {
+		sec, err := info.ClientSecretExpiresAt.Int64()
+		if err != nil || sec < 0 {
+			return nil, refuse("bad client_secret_expires_at %q", *info.ClientSecretExpiresAt)
+		}
+		c.ClientSecretExpiresAt = timeOrZero(sec)
+	}
+	if info.ClientIDIssuedAt != nil {
+		if sec, err := info.ClientIDIssuedAt.Int64(); err == nil {
+			c.ClientIDIssuedAt = timeOrZero(sec)
+		}
+	}
+	return c, nil
+}
+
+// isJSON reports whether a Content-Type names JSON.
+func isJSON(contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,387 @@
+package oidcrp
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// User is the signed-in user of a request, as kept in its session.
+type User struct {
+	Issuer  string    // the provider that authenticated the user
+	Subject string    // the provider's identifier of the user ("sub")
+	Expiry  time.Time // when the session ends
+
+	claims  json.RawMessage
+	idToken string // raw ID token, kept for the logout hint when it fits
+	sid     string // session identifier, for revocation
+}
+
+// Claims decodes the user's claims (the ID token's, merged with userinfo's,
+// after Config.ClaimFilter) into v, as json.Unmarshal does.
+func (u *User) Claims(v any) error {
+	if len(u.claims) == 0 {
+		return json.Unmarshal([]byte("{}"), v)
+	}
+	return json.Unmarshal(u.claims, v)
+}
+
+type userKey struct{}
+
+// UserFromContext returns the user that [RP.Require] or [RP.Optional] put in
+// the request context, and whether there is one.
+func UserFromContext(ctx context.Context) (*User, bool) {
+	u, ok := ctx.Value(userKey{}).(*User)
+	return u, ok
+}
+
+// sessionJSON is the session as sealed into the cookie.
+type sessionJSON struct {
+	ID      string          `json:"id"`
+	Issuer  string          `json:"iss"`
+	Subject string          `json:"sub"`
+	Expiry  int64           `json:"exp"`
+	IDToken string          `json:"idt,omitempty"`
+	Claims  json.RawMessage `json:"c,omitempty"`
+}
+
+func (u *User) encode() []byte {
+	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims})
+	return b
+}
+
+func decodeUser(b []byte) (*User, error) {
+	var s sessionJSON
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
+	if s.ID == "" || s.Issuer == "" || s.Subject == "" {
+		return nil, errors.New("incomplete session")
+	}
+	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, sid: s.ID}, nil
+}
+
+// sealer encrypts and authenticates cookie values with AES-256-GCM. The
+// cookie's name and purpose are additional data, so a value cannot be moved
+// to another cookie.
+type sealer struct {
+	aeads []cipher.AEAD // the first seals; all open
+}
+
+func newSealer(keys [][]byte) (*sealer, error) {
+	s := &sealer{}
+	for _, k := range keys {
+		mac := hmac.New(sha256.New, k)
+		mac.Write([]byte("oidcrp cookie key v1"))
+		block, err := aes.NewCipher(mac.Sum(nil))
+		if err != nil {
+			return nil, err
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, err
+		}
+		s.aeads = append(s.aeads, aead)
+	}
+	if len(s.aeads) == 0 {
+		return nil, errors.New("oidcrp: no session keys")
+	}
+	return s, nil
+}
+
+func (s *sealer) seal(purpose, name string, plaintext []byte) string {
+	aead := s.aeads[0]
+	buf := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	rand.Read(buf)
+	out := aead.Seal(buf, buf, plaintext, additionalData(purpose, name))
+	return base64.RawURLEncoding.EncodeToString(out)
+}
+
+func (s *sealer) open(purpose, name, value string) ([]byte, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil {
+		return nil, errors.New("not base64url")
+	}
+	ad := additionalData(purpose, name)
+	for _, aead := range s.aeads {
+		n := aead.NonceSize()
+		if len(raw) < n+aead.Overhead() {
+			return nil, errors.New("too short")
+		}
+		if pt, err := aead.Open(nil, raw[:n], raw[n:], ad); err == nil {
+			return pt, nil
+		}
+	}
+	return nil, errors.New("does not authenticate")
+}
+
+func additionalData(purpose, name string) []byte {
+	return []byte(purpose + "\x00" + name)
+}
+
+// sessionKeysKey is where generated session keys are kept in the store.
+const sessionKeysKey = "oidcrp:session-keys"
+
+// sealer returns the cookie sealer, loading or generating the session keys
+// on first use.
+func (rp *RP) sealer(ctx context.Context) (*sealer, error) {
+	if s := rp.keys.Load(); s != nil {
+		return s, nil
+	}
+	rp.keysMu.Lock()
+	defer rp.keysMu.Unlock()
+	if s := rp.keys.Load(); s != nil {
+		return s, nil
+	}
+	keys := rp.cfg.SessionKeys
+	if len(keys) == 0 {
+		var err error
+		if keys, err = rp.sharedKeys(ctx); err != nil {
+			rp.log.Error("oidcrp: session keys unavailable", "err", err)
+			return nil, &unavailableError{cause: err, retryAfter: time.Second}
+		}
+	}
+	s, err := newSealer(keys)
+	if err != nil {
+		return nil, err
+	}
+	rp.keys.Store(s)
+	return s, nil
+}
+
+// sharedKeys loads the session keys kept in the store, generating and
+// storing one if there is none.
+func (rp *RP) sharedKeys(ctx context.Context) ([][]byte, error) {
+	load := func() ([][]byte, error) {
+		b, err := rp.cfg.Store.Load(ctx, sessionKeysKey)
+		if err != nil {
+			return nil, err
+		}
+		var keys [][]byte
+		if err := json.Unmarshal(b, &keys); err != nil || len(keys) == 0 || len(keys[0]) < 32 {
+			return nil, fmt.Errorf("%w: session keys under %q", ErrCorruptStore, sessionKeysKey)
+		}
+		return keys, nil
+	}
+	keys, err := load()
+	if !errors.Is(err, ErrNotFound) {
+		return keys, err
+	}
+	if l, ok := rp.cfg.Store.(Locker); ok {
+		unlock, err := l.Lock(ctx, "oidcrp:lock:"+sessionKeysKey)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if keys, err = load(); !errors.Is(err, ErrNotFound) {
+			return keys, err
+		}
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	b, _ := json.Marshal([][]byte{key})
+	if err := rp.cfg.Store.Save(ctx, sessionKeysKey, b); err != nil {
+		return nil, fmt.Errorf("oidcrp: save session keys: %w", err)
+	}
+	rp.log.Info("oidcrp: generated session keys and stored them", "key", sessionKeysKey)
+	return [][]byte{key}, nil
+}
+
+// sessionCache remembers cookie values already opened, so an authenticated
+// request costs a map lookup. An entry never outlives its session, and
+// logout removes it at once.
+type sessionCache struct {
+	mu      sync.RWMutex
+	byValue map[string]*User
+	revoked map[string]time.Time // session id → expiry, for sessions logged out
+}
+
+const maxCachedSessions = 10000
+
+func newSessionCache() *sessionCache {
+	return &sessionCache{byValue: map[string]*User{}, revoked: map[string]time.Time{}}
+}
+
+func (c *sessionCache) get(value string, now time.Time) *User {
+	c.mu.RLock()
+	u := c.byValue[value]
+	c.mu.RUnlock()
+	if u == nil || now.Before(u.Expiry) {
+		return u
+	}
+	c.mu.Lock()
+	delete(c.byValue, value)
+	c.mu.Unlock()
+	return nil
+}
+
+// put caches a decoded session unless it was logged out.
+func (c *sessionCache) put(value string, u *User) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, gone := c.revoked[u.sid]; gone {
+		return false
+	}
+	if len(c.byValue) >= maxCachedSessions {
+		for k := range c.byValue { // drop an arbitrary half
+			delete(c.byValue, k)
+			if len(c.byValue) < maxCachedSessions/2 {
+				break
+			}
+		}
+	}
+	c.byValue[value] = u
+	return true
+}
+
+// revoke ends a session in this process: its cookie, if replayed, is refused
+// until the session would have expired anyway.
+func (c *sessionCache) revoke(u *User, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, exp := range c.revoked {
+		if !now.Before(exp) {
+			delete(c.revoked, k)
+		}
+	}
+	c.revoked[u.sid] = u.Expiry
+	for k, v := range c.byValue {
+		if v.sid == u.sid {
+			delete(c.byValue, k)
+		}
+	}
+}
+
+func (c *sessionCache) isRevoked(sid string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, gone := c.revoked[sid]
+	return gone
+}
+
+// sessionValueKey is the sessions.Session value holding the encoded user
+// when Config.SessionStore is set.
+const sessionValueKey = "oidcrp.user"
+
+// currentUser returns the request's session user, or nil when there is none
+// or it cannot be read (which means logged out, never an error page).
+func (rp *RP) currentUser(r *http.Request) *User {
+	if rp.cfg.SessionStore != nil {
+		return rp.storeUser(r)
+	}
+	ck, err := r.Cookie(rp.cfg.SessionName)
+	if err != nil || ck.Value == "" {
+		return nil
+	}
+	now := rp.now()
+	if u := rp.sessions.get(ck.Value, now); u != nil {
+		return u
+	}
+	s, err := rp.sealer(r.Context())
+	if err != nil {
+		return nil
+	}
+	pt, err := s.open("session", rp.cfg.SessionName, ck.Value)
+	if err != nil {
+		rp.log.Debug("oidcrp: session cookie refused", "reason", err.Error())
+		return nil
+	}
+	u, err := decodeUser(pt)
+	if err != nil || u.Issuer != rp.cfg.Issuer || !now.Before(u.Expiry) {
+		return nil
+	}
+	if !rp.sessions.put(ck.Value, u) {
+		return nil // logged out
+	}
+	return u
+}
+
+func (rp *RP) storeUser(r *http.Request) *User {
+	sess, err := rp.cfg.SessionStore.Get(r, rp.cfg.SessionName)
+	if err != nil || sess == nil {
+		return nil
+	}
+	b, ok := sess.Values[sessionValueKey].([]byte)
+	if !ok {
+		return nil
+	}
+	u, err := decodeUser(b)
+	if err != nil || u.Issuer != rp.cfg.Issuer || !rp.now().Before(u.Expiry) || rp.sessions.isRevoked(u.sid) {
+		return nil
+	}
+	return u
+}
+
+// maxCookieBytes keeps the session cookie, name and attributes included,
+// under the 4096 bytes browsers accept.
+const maxCookieBytes = 3800
+
+// startSession stores u in a new session.
+func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User) error {
+	if rp.cfg.SessionStore != nil {
+		sess, _ := rp.cfg.SessionStore.New(r, rp.cfg.SessionName) // an undecodable old cookie is no error here
+		if sess == nil {
+			return errors.New("oidcrp: session store returned no session")
+		}
+		sess.Values[sessionValueKey] = u.encode()
+		sess.Options.HttpOnly, sess.Options.Secure, sess.Options.SameSite = true, rp.secure, http.SameSiteLaxMode
+		sess.Options.Path = "/"
+		sess.Options.MaxAge = max(1, int(u.Expiry.Sub(rp.now()).Seconds()))
+		return sess.Save(r, w)
+	}
+	s, err := rp.sealer(r.Context())
+	if err != nil {
+		return err
+	}
+	value := s.seal("session", rp.cfg.SessionName, u.encode())
+	if len(value) > maxCookieBytes && u.idToken != "" {
+		u.idToken = "" // logout falls back to client_id
+		value = s.seal("session", rp.cfg.SessionName, u.encode())
+	}
+	if len(value) > maxCookieBytes {
+		return fmt.Errorf("oidcrp: session of %d bytes does not fit a cookie; drop claims with Config.ClaimFilter or use Config.SessionStore", len(value))
+	}
+	http.SetCookie(w, rp.cookie(rp.cfg.SessionName, value, "/", u.Expiry))
+	return nil
+}
+
+// endSession clears the session cookie and revokes u's session.
+func (rp *RP) endSession(w http.ResponseWriter, r *http.Request, u *User) {
+	if u != nil {
+		rp.sessions.revoke(u, rp.now())
+	}
+	if rp.cfg.SessionStore != nil {
+		if sess, _ := rp.cfg.SessionStore.Get(r, rp.cfg.SessionName); sess != nil {
+			delete(sess.Values, sessionValueKey)
+			sess.Options.MaxAge = -1
+			if err := sess.Save(r, w); err != nil {
+				rp.log.Error("oidcrp: deleting the server-side session failed", "err", err)
+			}
+		}
+		return
+	}
+	http.SetCookie(w, rp.cookie(rp.cfg.SessionName, "", "/", time.Time{}))
+}
+
+// cookie makes a cookie with the library's attributes; a zero expiry
+// deletes it.
+func (rp *RP) cookie(name, value, path string, expires time.Time) *http.Cookie {
+	c := &http.Cookie{Name: name, Value: value, Path: path, HttpOnly: true, Secure: rp.secure, SameSite: http.SameSiteLaxMode}
+	if expires.IsZero() {
+		c.MaxAge = -1
+	} else {
+		c.Expires = expires
+		c.MaxAge = max(1, int(expires.Sub(rp.now()).Seconds()))
+	}
+	return c
+}
