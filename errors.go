@@ -127,5 +127,5 @@ func publicMessage(status int, err error) (msg, reason string) {
 
 var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{{.Title}}</title></head>
-<body><h1>{{.Title}}</h1><p>{{.Message}}</p><p><a href="/">Continue</a></p><!-- {{.Reason}} --></body></html>
+<body><h1>{{.Title}}</h1><p>{{.Message}}</p><p><a href="/">Continue</a></p><p><small>Reason: <code>{{.Reason}}</code></small></p></body></html>
 `))

@@ -88,14 +88,25 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 // usable reports whether stored credentials fit the current configuration
 // and are not about to expire.
 func (rp *RP) usable(c *Credentials, fp string) bool {
-	return c != nil && c.Issuer == rp.cfg.Issuer && c.Fingerprint == fp && !c.expiresWithin(rp.now(), rp.cfg.RenewBefore)
+	return c != nil && c.Issuer == rp.cfg.Issuer && c.Fingerprint == fp && !c.expiresWithin(rp.now(), rp.margin(c))
+}
+
+// margin is how long before expiry a secret is renewed: RenewBefore, or
+// half the secret's lifetime when that is shorter, so that a provider
+// issuing short-lived secrets does not cause a registration per request.
+func (rp *RP) margin(c *Credentials) time.Duration {
+	m := rp.cfg.RenewBefore
+	if !c.ClientSecretExpiresAt.IsZero() && !c.RegisteredAt.IsZero() {
+		m = min(m, c.ClientSecretExpiresAt.Sub(c.RegisteredAt)/2)
+	}
+	return max(m, 0)
 }
 
 func (rp *RP) renewAt(c *Credentials) time.Time {
 	if c.ClientSecretExpiresAt.IsZero() {
 		return time.Time{}
 	}
-	return c.ClientSecretExpiresAt.Add(-rp.cfg.RenewBefore)
+	return c.ClientSecretExpiresAt.Add(-rp.margin(c))
 }
 
 // obtain renews stored credentials through RFC 7592 where it can (a changed
@@ -114,12 +125,12 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 			c, err = g.read(ctx, stored, want)
 		}
 		switch {
-		case err == nil && !c.expiresWithin(rp.now(), rp.cfg.RenewBefore):
+		case err == nil && !c.expiresWithin(rp.now(), rp.margin(c)):
 			rp.log.Info("oidcrp: client registration renewed", "op", op, "client_id", c.ClientID, "secret_expires_at", c.ClientSecretExpiresAt)
 			return c, nil
 		case err == nil && op == "read":
 			// Still expiring: an update may issue a new secret (RFC 7592 §2.2).
-			if c2, err2 := g.update(ctx, c, want); err2 == nil && !c2.expiresWithin(rp.now(), rp.cfg.RenewBefore) {
+			if c2, err2 := g.update(ctx, c, want); err2 == nil && !c2.expiresWithin(rp.now(), rp.margin(c2)) {
 				rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
 				return c2, nil
 			}

@@ -178,7 +178,7 @@ type Credentials struct {
 	RegistrationClientURI   string
 	Metadata                ClientMetadata // as registered, including values the provider replaced
 	Fingerprint             string         // of the issuer and metadata that were asked for
-	RegisteredAt            time.Time      // when this process or a peer stored them
+	RegisteredAt            time.Time      // when the client or its current secret was obtained
 }
 
 // expiresWithin reports whether the client secret expires before now+skew.
@@ -478,8 +478,8 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *Credent
 	}
 	if prev != nil {
 		// RFC 7592 §2.1: values not returned stay; new ones replace the old at once.
-		c.RegisteredAt = prev.RegisteredAt
-		if c.ClientSecret == "" {
+		if c.ClientSecret == "" || c.ClientSecret == prev.ClientSecret {
+			c.RegisteredAt = prev.RegisteredAt // the secret's age did not change
 			c.ClientSecret, c.ClientSecretExpiresAt = prev.ClientSecret, prev.ClientSecretExpiresAt
 		}
 		if c.RegistrationAccessToken == "" {

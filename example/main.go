@@ -1,0 +1,149 @@
+// Command example is a small web application protected by oidcrp.
+//
+// With no flags it starts an embedded development provider on a loopback
+// port (not for production) and the application on 127.0.0.1:8080:
+//
+//	go run ./example
+//
+// Against a real provider that supports dynamic registration:
+//
+//	go run ./example -issuer https://login.example.com -public-url https://app.example.com -store file:/var/lib/app/oidc.json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/oidcrp/oidcrp"
+	"github.com/oidcrp/oidcrp/internal/devop"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "example:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("example", flag.ContinueOnError)
+	issuer := fs.String("issuer", env("OIDC_ISSUER", ""), "OpenID Provider issuer URL; empty starts the embedded development provider (env OIDC_ISSUER)")
+	addr := fs.String("addr", env("ADDR", "127.0.0.1:8080"), "listen address (env ADDR)")
+	store := fs.String("store", env("CREDENTIAL_STORE", "memory"), "credential store: memory or file:PATH (env CREDENTIAL_STORE)")
+	iat := fs.String("initial-access-token", env("OIDC_INITIAL_ACCESS_TOKEN", ""), "initial access token for registration (env OIDC_INITIAL_ACCESS_TOKEN)")
+	publicURL := fs.String("public-url", env("PUBLIC_URL", ""), "URL the browser uses to reach this app; default http://ADDR (env PUBLIC_URL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *publicURL == "" {
+		*publicURL = "http://" + *addr
+	}
+	*publicURL = strings.TrimSuffix(*publicURL, "/")
+
+	if *issuer == "" {
+		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: *iat})
+		if err != nil {
+			return fmt.Errorf("start development provider: %w", err)
+		}
+		defer stop()
+		*issuer = op.Issuer()
+		log.Warn("started the embedded DEVELOPMENT provider (not for production)", "issuer", *issuer)
+	}
+
+	cs, err := credentialStore(*store)
+	if err != nil {
+		return err
+	}
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:             *issuer,
+		RedirectURL:        *publicURL + "/auth/callback",
+		InitialAccessToken: *iat,
+		Store:              cs,
+		Logger:             log,
+	})
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", rp.Require(http.HandlerFunc(home)))
+	mux.Handle("GET /me", rp.Require(http.HandlerFunc(me)))
+	mux.Handle("/logout", rp)
+	mux.Handle("/auth/callback", rp)
+
+	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		_ = srv.Shutdown(shutdown)
+	}()
+	fmt.Printf("open %s/ in a browser (issuer %s)\n", *publicURL, *issuer)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func credentialStore(spec string) (oidcrp.CredentialStore, error) {
+	switch {
+	case spec == "memory":
+		return oidcrp.NewMemoryStore(), nil
+	case strings.HasPrefix(spec, "file:") && len(spec) > len("file:"):
+		return oidcrp.NewFileStore(strings.TrimPrefix(spec, "file:")), nil
+	}
+	return nil, fmt.Errorf("unknown -store %q: use memory or file:PATH", spec)
+}
+
+var homePage = template.Must(template.New("home").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>oidcrp example</title></head>
+<body><h1>Hello, {{.Name}}</h1>
+<p>Subject <code>{{.Sub}}</code> at <code>{{.Iss}}</code>.</p>
+<p><a href="/me">Your claims as JSON</a></p>
+<form method="post" action="/logout"><button type="submit">Sign out</button></form>
+</body></html>
+`))
+
+func home(w http.ResponseWriter, r *http.Request) {
+	u, _ := oidcrp.UserFromContext(r.Context())
+	var c struct {
+		Name  string `json:"name"`
+		Email string `json:"email"`
+	}
+	_ = u.Claims(&c)
+	name := c.Name
+	if name == "" {
+		name = u.Subject
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = homePage.Execute(w, map[string]string{"Name": name, "Sub": u.Subject, "Iss": u.Issuer})
+}
+
+func me(w http.ResponseWriter, r *http.Request) {
+	u, _ := oidcrp.UserFromContext(r.Context())
+	claims := map[string]any{}
+	_ = u.Claims(&claims)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"sub": u.Subject, "iss": u.Issuer, "claims": claims})
+}

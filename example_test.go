@@ -1,0 +1,110 @@
+package oidcrp_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/sessions"
+	"github.com/oidcrp/oidcrp"
+)
+
+// Protect a whole application. Discovery and registration happen on the
+// first request; the credentials are kept in a file so restarts reuse them.
+func Example() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/auth/callback",
+		Store:       oidcrp.NewFileStore("/var/lib/app/oidc.json"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := oidcrp.UserFromContext(r.Context()) // always present under Require
+		fmt.Fprintln(w, "hello", u.Subject)
+	})
+	log.Fatal(http.ListenAndServe(":8080", rp.Require(app)))
+}
+
+// Read claims of the signed-in user into your own type.
+func ExampleUser_Claims() {
+	handler := func(w http.ResponseWriter, r *http.Request) {
+		u, ok := oidcrp.UserFromContext(r.Context())
+		if !ok {
+			http.Error(w, "not signed in", http.StatusUnauthorized)
+			return
+		}
+		var c struct {
+			Email  string   `json:"email"`
+			Groups []string `json:"groups"`
+		}
+		if err := u.Claims(&c); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, c.Email, c.Groups)
+	}
+	_ = handler
+}
+
+// Protect only part of an application: the RP itself answers its callback
+// and logout paths wherever they are mounted.
+func ExampleRP_Optional() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/auth/callback",
+		LogoutPath:  "/auth/logout",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/auth/", rp)
+	mux.Handle("/admin/", rp.Require(http.NotFoundHandler()))
+	mux.Handle("/", rp.Optional(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := oidcrp.UserFromContext(r.Context()); ok {
+			fmt.Fprintln(w, "welcome back", u.Subject)
+			return
+		}
+		fmt.Fprintln(w, `<a href="/admin/">sign in</a>`)
+	})))
+	log.Fatal(http.ListenAndServe(":8080", mux))
+}
+
+// Warm up at start and use Ready as a readiness probe.
+func ExampleRP_Ready() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/auth/callback",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rp.Ready(ctx); err != nil {
+		log.Printf("not ready yet (requests will retry): %v", err)
+	}
+	http.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := rp.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+}
+
+// Keep sessions server-side, in any gorilla sessions.Store, when claims do
+// not fit a cookie or sessions must end everywhere at logout.
+func ExampleConfig_sessionStore() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:       "https://login.example.com",
+		RedirectURL:  "https://app.example.com/auth/callback",
+		SessionStore: sessions.NewFilesystemStore("/var/lib/app/sessions", []byte("32-byte-long-authentication-key!")),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = rp
+}

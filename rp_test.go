@@ -1,0 +1,1042 @@
+package oidcrp
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oidcrp/oidcrp/internal/devop"
+)
+
+// testEnv is a provider and an application protected by an RP, both on
+// httptest TLS servers, and a browser with a cookie jar that stops at every
+// redirect.
+type testEnv struct {
+	t       *testing.T
+	op      *devop.Provider
+	opSrv   *httptest.Server
+	rp      *RP
+	app     *httptest.Server
+	browser *http.Client
+	logs    *syncBuffer
+	handled atomic.Int32 // requests that reached the protected handler
+	clock   *fakeClock
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type fakeClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+func newOP(t *testing.T, opts devop.Options) (*devop.Provider, *httptest.Server) {
+	t.Helper()
+	op := devop.New(opts)
+	srv := httptest.NewTLSServer(op)
+	t.Cleanup(srv.Close)
+	op.SetIssuer(srv.URL)
+	return op, srv
+}
+
+// newEnv starts a provider with opts and an application whose RP is
+// configured by cfg (Issuer, RedirectURL, HTTPClient and Logger are filled
+// in when empty).
+func newEnv(t *testing.T, opts devop.Options, cfg Config) *testEnv {
+	t.Helper()
+	opts.AutoLogin = true
+	e := &testEnv{t: t, logs: &syncBuffer{}, clock: &fakeClock{}}
+	e.op, e.opSrv = newOP(t, opts)
+	e.app = httptest.NewUnstartedServer(nil)
+	e.app.StartTLS()
+	t.Cleanup(e.app.Close)
+	e.rp = e.newRP(cfg)
+	e.app.Config.Handler = e.handler(e.rp)
+	jar, _ := cookiejar.New(nil)
+	e.browser = &http.Client{
+		Jar:           jar,
+		Transport:     e.opSrv.Client().Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	t.Cleanup(func() { assertNoSecretsLogged(t, e) })
+	return e
+}
+
+func (e *testEnv) newRP(cfg Config) *RP {
+	e.t.Helper()
+	if cfg.Issuer == "" {
+		cfg.Issuer = e.op.Issuer()
+	}
+	if cfg.RedirectURL == "" {
+		cfg.RedirectURL = e.app.URL + "/auth/callback"
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = e.opSrv.Client()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	rp, err := New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rp.now = e.clock.Now
+	return rp
+}
+
+func (e *testEnv) handler(rp *RP) http.Handler {
+	mux := http.NewServeMux()
+	protected := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.handled.Add(1)
+		u, ok := UserFromContext(r.Context())
+		if !ok {
+			http.Error(w, "no user in context", http.StatusInternalServerError)
+			return
+		}
+		claims := map[string]any{}
+		if err := u.Claims(&claims); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"sub": u.Subject, "iss": u.Issuer, "claims": claims, "path": r.URL.RequestURI()})
+	})
+	mux.Handle("/", rp.Require(protected))
+	mux.Handle("/public", rp.Optional(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := UserFromContext(r.Context()); ok {
+			fmt.Fprint(w, "hello ", u.Subject)
+			return
+		}
+		fmt.Fprint(w, "hello stranger")
+	})))
+	return mux
+}
+
+// get makes a browser navigation (or, with accept "", an API request).
+func (e *testEnv) get(rawURL, accept string) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := e.browser.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+const html = "text/html,application/xhtml+xml"
+
+// follow follows redirects from resp until a non-redirect answer, returning
+// every response on the way.
+func (e *testEnv) follow(resp *http.Response) []*http.Response {
+	e.t.Helper()
+	hops := []*http.Response{resp}
+	for i := 0; i < 10 && resp.StatusCode >= 300 && resp.StatusCode < 400; i++ {
+		resp.Body.Close()
+		next, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		resp = e.get(next.String(), html)
+		hops = append(hops, resp)
+	}
+	return hops
+}
+
+// login signs in through the whole flow starting at path and returns the
+// final response's decoded JSON.
+func (e *testEnv) login(path string) map[string]any {
+	e.t.Helper()
+	hops := e.follow(e.get(e.app.URL+path, html))
+	last := hops[len(hops)-1]
+	defer last.Body.Close()
+	body, _ := io.ReadAll(last.Body)
+	if last.StatusCode != http.StatusOK {
+		e.t.Fatalf("login via %s ended with %d: %s\nlogs:\n%s", path, last.StatusCode, body, e.logs)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(body, &out); err != nil {
+		e.t.Fatalf("final page is not JSON: %s", body)
+	}
+	return out
+}
+
+func (e *testEnv) cookie(name string) *http.Cookie {
+	u, _ := url.Parse(e.app.URL)
+	for _, c := range e.browser.Jar.Cookies(u) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func setCookieNamed(resp *http.Response, name string) *http.Cookie {
+	for _, c := range resp.Cookies() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// assertNoSecretsLogged scans the logs for every secret the provider issued.
+func assertNoSecretsLogged(t *testing.T, e *testEnv) {
+	logs := e.logs.String()
+	for _, c := range e.op.Clients() {
+		for _, s := range []string{c.Secret, c.RegistrationAccessToken} {
+			if s != "" && strings.Contains(logs, s) {
+				t.Errorf("a secret of client %s appears in the logs", c.ID)
+			}
+		}
+	}
+	if q := e.op.LastAuthorizeRequest(); q != nil {
+		for _, k := range []string{"state", "nonce", "code_challenge"} {
+			if v := q.Get(k); v != "" && strings.Contains(logs, v) {
+				t.Errorf("%s appears in the logs", k)
+			}
+		}
+	}
+	if form, _ := e.op.LastTokenRequest(); form != nil {
+		for _, k := range []string{"code", "code_verifier", "client_secret"} {
+			if v := form.Get(k); v != "" && strings.Contains(logs, v) {
+				t.Errorf("token request %s appears in the logs", k)
+			}
+		}
+	}
+}
+
+func TestLoginEndToEnd(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	if s := e.op.Stats(); s.Discovery+s.Registration != 0 {
+		t.Fatalf("New made requests: %+v", s)
+	}
+
+	// 1. An unauthenticated navigation is sent to the provider.
+	resp := e.get(e.app.URL+"/deep/page?x=1", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("first hop: %d, want 302", resp.StatusCode)
+	}
+	auth, _ := url.Parse(resp.Header.Get("Location"))
+	q := auth.Query()
+	if !strings.HasPrefix(auth.String(), e.op.Issuer()) {
+		t.Fatalf("redirected to %s, not the provider", auth)
+	}
+	clients := e.op.Clients()
+	if len(clients) != 1 {
+		t.Fatalf("%d clients registered, want 1", len(clients))
+	}
+	for k, want := range map[string]string{
+		"response_type": "code", "client_id": clients[0].ID, "redirect_uri": e.app.URL + "/auth/callback",
+		"code_challenge_method": "S256",
+	} {
+		if got := q.Get(k); got != want {
+			t.Errorf("authorize %s = %q, want %q", k, got, want)
+		}
+	}
+	for _, k := range []string{"state", "nonce", "code_challenge"} {
+		if len(q.Get(k)) < 43 {
+			t.Errorf("authorize %s = %q, want ≥ 43 random characters", k, q.Get(k))
+		}
+	}
+	if !strings.Contains(" "+q.Get("scope")+" ", " openid ") {
+		t.Errorf("scope %q lacks openid", q.Get("scope"))
+	}
+	flowCookie := setCookieNamed(resp, flowCookieName(q.Get("state")))
+	if flowCookie == nil || !flowCookie.HttpOnly || !flowCookie.Secure || flowCookie.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("login cookie %+v: want HttpOnly, Secure, SameSite=Lax", flowCookie)
+	}
+	if strings.Contains(flowCookie.Value, q.Get("nonce")) {
+		t.Error("login cookie shows the nonce in clear")
+	}
+
+	// 2. The provider answers at the callback with code, state and iss.
+	resp = e.get(auth.String(), html)
+	resp.Body.Close()
+	cb, _ := url.Parse(resp.Header.Get("Location"))
+	if cb.Path != "/auth/callback" || cb.Query().Get("iss") != e.op.Issuer() || cb.Query().Get("state") != q.Get("state") {
+		t.Fatalf("provider redirect %s", cb)
+	}
+
+	// 3. The callback sets the session, deletes the login cookie and returns to the page.
+	resp = e.get(cb.String(), html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/deep/page?x=1" {
+		t.Fatalf("callback: %d to %q, want 303 to /deep/page?x=1\n%s", resp.StatusCode, resp.Header.Get("Location"), e.logs)
+	}
+	sess := setCookieNamed(resp, "oidcrp")
+	if sess == nil || !sess.HttpOnly || !sess.Secure || sess.SameSite != http.SameSiteLaxMode || sess.Path != "/" {
+		t.Fatalf("session cookie %+v: want HttpOnly, Secure, SameSite=Lax, Path=/", sess)
+	}
+	if len(sess.Value) > 2048 {
+		t.Errorf("session cookie is %d bytes", len(sess.Value))
+	}
+	if del := setCookieNamed(resp, flowCookie.Name); del == nil || del.MaxAge >= 0 {
+		t.Errorf("login cookie not deleted: %+v", del)
+	}
+	if form, hdr := e.op.LastTokenRequest(); form.Get("code_verifier") == "" || hdr.Get("Authorization") == "" {
+		t.Errorf("token request lacks PKCE verifier or basic auth: %v", form)
+	}
+
+	// 4. The handler sees the user, with ID token and userinfo claims.
+	resp = e.get(e.app.URL+"/deep/page?x=1", html)
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	claims, _ := out["claims"].(map[string]any)
+	if out["sub"] != "demo-user" || out["iss"] != e.op.Issuer() || claims["email"] != "demo@example.test" {
+		t.Fatalf("handler saw %v", out)
+	}
+	if s := e.op.Stats(); s.Registration != 1 || s.Discovery != 1 || s.UserInfo != 1 || s.Token != 1 {
+		t.Errorf("provider stats %+v", s)
+	}
+	// Optional sees the same user; an API request with the session passes too.
+	resp = e.get(e.app.URL+"/public", "")
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "hello demo-user" {
+		t.Errorf("Optional: %q", b)
+	}
+}
+
+func TestNonBrowserGets401(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	for _, accept := range []string{"", "application/json", "*/*"} {
+		resp := e.get(e.app.URL+"/api", accept)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), ReasonLoginRequired) {
+			t.Errorf("Accept %q: %d %s, want 401 JSON", accept, resp.StatusCode, body)
+		}
+	}
+	if s := e.op.Stats(); s.Discovery != 0 {
+		t.Errorf("an API request without session triggered discovery: %+v", s)
+	}
+	resp := e.get(e.app.URL+"/public", "")
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "hello stranger" {
+		t.Errorf("Optional without session: %q", b)
+	}
+}
+
+// TestCallbackRejections drives a login with a provider that misbehaves in
+// one way each, and checks that no session results and the handler never runs.
+func TestCallbackRejections(t *testing.T) {
+	foreign := devop.New(devop.Options{})
+	cases := []struct {
+		name       string
+		opts       func(op **devop.Provider) devop.Options
+		status     int
+		reason     string
+		noUserInfo bool
+	}{
+		{"provider error", func(**devop.Provider) devop.Options {
+			return devop.Options{Authorize: func(v url.Values) { v.Del("code"); v.Set("error", "access_denied") }}
+		}, 403, ReasonProviderError, true},
+		{"iss mismatch", func(**devop.Provider) devop.Options {
+			return devop.Options{Authorize: func(v url.Values) { v.Set("iss", "https://evil.example") }}
+		}, 400, ReasonIssuerMismatch, true},
+		{"iss missing though advertised", func(**devop.Provider) devop.Options {
+			return devop.Options{Authorize: func(v url.Values) { v.Del("iss") }}
+		}, 400, ReasonIssuerMismatch, true},
+		{"state altered", func(**devop.Provider) devop.Options {
+			return devop.Options{Authorize: func(v url.Values) { v.Set("state", v.Get("state")[:42]+"A") }}
+		}, 400, ReasonStateMismatch, true},
+		{"state missing", func(**devop.Provider) devop.Options {
+			return devop.Options{Authorize: func(v url.Values) { v.Del("state") }}
+		}, 400, ReasonStateMismatch, true},
+		{"nonce mismatch", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { c["nonce"] = "012345678" }}
+		}, 400, ReasonNonceMismatch, true},
+		{"nonce missing", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "nonce") }}
+		}, 400, ReasonNonceMismatch, true},
+		{"wrong aud", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = "https://example.com/" }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"extra aud", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = []any{c["aud"], "other-client"} }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"iss claim mismatch", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { c["iss"] = "https://example.org/" }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"missing iat", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "iat") }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"missing sub", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "sub") }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"expired", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) {
+				c["exp"] = time.Now().Add(-6 * time.Minute).Unix()
+				c["iat"] = time.Now().Add(-time.Hour).Unix()
+			}}
+		}, 400, ReasonInvalidIDToken, true},
+		{"missing exp", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "exp") }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"alg none", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) { h["alg"] = "none" }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"bad signature", func(**devop.Provider) devop.Options {
+			return devop.Options{TokenResponse: func(body map[string]any) {
+				parts := strings.Split(body["id_token"].(string), ".")
+				sig := []byte(parts[2])
+				sig[5] ^= 1
+				body["id_token"] = parts[0] + "." + parts[1] + "." + string(sig)
+			}}
+		}, 400, ReasonInvalidIDToken, true},
+		{"signed by a foreign key", func(**devop.Provider) devop.Options {
+			return devop.Options{IDToken: func(c, h map[string]any) {}, TokenResponse: func(body map[string]any) {
+				claims := map[string]any{}
+				parts := strings.Split(body["id_token"].(string), ".")
+				b, _ := decodeSegment(parts[1])
+				json.Unmarshal(b, &claims)
+				body["id_token"] = foreign.SignWithForeignKey(claims)
+			}}
+		}, 400, ReasonInvalidIDToken, true},
+		{"no id_token", func(**devop.Provider) devop.Options {
+			return devop.Options{TokenResponse: func(body map[string]any) { delete(body, "id_token") }}
+		}, 400, ReasonInvalidIDToken, true},
+		{"userinfo sub mismatch", func(**devop.Provider) devop.Options {
+			return devop.Options{UserInfo: func(c map[string]any) { c["sub"] = "foobar" }}
+		}, 502, ReasonUserInfo, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.opts(nil), Config{})
+			hops := e.follow(e.get(e.app.URL+"/", html))
+			last := hops[len(hops)-1]
+			body, _ := io.ReadAll(last.Body)
+			last.Body.Close()
+			if last.StatusCode != tc.status || !strings.Contains(string(body), tc.reason) {
+				t.Errorf("ended with %d %s, want %d with reason %s", last.StatusCode, body, tc.status, tc.reason)
+			}
+			if e.cookie("oidcrp") != nil {
+				t.Error("a session cookie was set")
+			}
+			if e.handled.Load() != 0 {
+				t.Error("the protected handler ran")
+			}
+			if s := e.op.Stats(); tc.noUserInfo && s.UserInfo != 0 {
+				t.Errorf("userinfo was called after a rejected response: %+v", s)
+			}
+			if !strings.Contains(e.logs.String(), "reason="+tc.reason) {
+				t.Errorf("no log line with reason=%s:\n%s", tc.reason, e.logs)
+			}
+		})
+	}
+}
+
+func decodeSegment(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(s)
+}
+
+func TestReplayedCallbackRejected(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	hops := e.follow(e.get(e.app.URL+"/", html))
+	var callback string
+	for _, h := range hops {
+		if h.Request.URL.Path == "/auth/callback" {
+			callback = h.Request.URL.String()
+		}
+	}
+	e.browser.Jar, _ = cookiejar.New(nil) // another browser replays the callback URL
+	resp := e.get(callback, html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || setCookieNamed(resp, "oidcrp") != nil {
+		t.Fatalf("replayed callback: %d", resp.StatusCode)
+	}
+}
+
+func TestDiscoveryIssuerMismatch(t *testing.T) {
+	e := newEnv(t, devop.Options{Discovery: func(d map[string]any) { d["issuer"] = "https://example.com" }}, Config{})
+	resp := e.get(e.app.URL+"/", html)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "unavailable") {
+		t.Fatalf("got %d %q %s, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if s := e.op.Stats(); s.Registration != 0 || s.Authorize != 0 {
+		t.Errorf("the RP went on after a mismatched discovery: %+v", s)
+	}
+	err := e.rp.Ready(context.Background())
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrIssuerMismatch) {
+		t.Errorf("Ready: %v, want ErrUnavailable wrapping ErrIssuerMismatch", err)
+	}
+	if !strings.Contains(e.logs.String(), "does not match") {
+		t.Errorf("mismatch not logged:\n%s", e.logs)
+	}
+}
+
+func TestRegistrationFailures(t *testing.T) {
+	cases := []struct {
+		name string
+		opts devop.Options
+		want string
+	}{
+		{"400", devop.Options{Registration: func(st *int, b map[string]any) {
+			*st = 400
+			clear(b)
+			b["error"], b["error_description"] = "invalid_redirect_uri", "no thanks"
+		}}, "invalid_redirect_uri"},
+		{"401 without initial access token", devop.Options{InitialAccessToken: "let-me-in"}, "invalid_token"},
+		{"500", devop.Options{Registration: func(st *int, b map[string]any) { *st = 500; clear(b) }}, "HTTP 500"},
+		{"missing client_id", devop.Options{Registration: func(st *int, b map[string]any) { delete(b, "client_id") }}, "no client_id"},
+		{"redirect_uris replaced", devop.Options{Registration: func(st *int, b map[string]any) {
+			b["redirect_uris"] = []string{"https://evil.example/cb"}
+		}}, "lack"},
+		{"unsupported auth method", devop.Options{Registration: func(st *int, b map[string]any) {
+			b["token_endpoint_auth_method"] = "private_key_jwt"
+		}}, "unsupported token_endpoint_auth_method"},
+		{"no registration endpoint", devop.Options{NoRegistration: true}, "no registration_endpoint"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.opts, Config{})
+			resp := e.get(e.app.URL+"/", html)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("got %d, want 503 with Retry-After", resp.StatusCode)
+			}
+			err := e.rp.Ready(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrUnavailable) {
+				t.Errorf("Ready: %v, want an error mentioning %q", err, tc.want)
+			}
+			if tc.name == "400" {
+				var re *RegistrationError
+				if !errors.As(err, &re) || re.StatusCode != 400 || re.ErrorCode != "invalid_redirect_uri" || re.ErrorDescription != "no thanks" {
+					t.Errorf("RegistrationError = %+v", re)
+				}
+			}
+			if !strings.Contains(e.logs.String(), tc.want) {
+				t.Errorf("failure not logged:\n%s", e.logs)
+			}
+		})
+	}
+}
+
+func TestInitialAccessToken(t *testing.T) {
+	e := newEnv(t, devop.Options{InitialAccessToken: "let-me-in"}, Config{InitialAccessToken: "let-me-in"})
+	if out := e.login("/"); out["sub"] != "demo-user" {
+		t.Fatalf("login: %v", out)
+	}
+	if strings.Contains(e.logs.String(), "let-me-in") {
+		t.Error("initial access token logged")
+	}
+}
+
+func TestReplacedAuthMethodIsUsed(t *testing.T) {
+	for _, method := range []string{"client_secret_post", "none", "client_secret_basic"} {
+		t.Run(method, func(t *testing.T) {
+			e := newEnv(t, devop.Options{ForceAuthMethod: method}, Config{})
+			e.login("/")
+			form, hdr := e.op.LastTokenRequest()
+			basic := hdr.Get("Authorization") != ""
+			switch method {
+			case "client_secret_post":
+				if basic || form.Get("client_secret") == "" {
+					t.Errorf("post: header %v form has secret %v", basic, form.Has("client_secret"))
+				}
+			case "none":
+				if basic || form.Has("client_secret") || form.Get("client_id") == "" {
+					t.Errorf("none: header %v form %v", basic, form)
+				}
+			default:
+				if !basic || form.Has("client_secret") {
+					t.Errorf("basic: header %v form %v", basic, form)
+				}
+			}
+		})
+	}
+}
+
+func TestConcurrentFirstRequestsRegisterOnce(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	var wg sync.WaitGroup
+	codes := make([]int, 100)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
+			req.Header.Set("Accept", html)
+			resp, err := e.browser.Do(req)
+			if err == nil {
+				codes[i] = resp.StatusCode
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusFound {
+			t.Fatalf("request %d: %d", i, c)
+		}
+	}
+	if s := e.op.Stats(); s.Registration != 1 || s.Discovery != 1 {
+		t.Fatalf("100 first requests made %d registrations and %d discoveries", s.Registration, s.Discovery)
+	}
+}
+
+func TestRestartWithFileStoreReusesRegistration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "creds.json")
+	e := newEnv(t, devop.Options{}, Config{Store: NewFileStore(path)})
+	e.login("/")
+	// A new process: new RP, same file. The browser's session survives too,
+	// since the session keys live in the store.
+	e.rp = e.newRP(Config{Store: NewFileStore(path)})
+	e.app.Config.Handler = e.handler(e.rp)
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("session did not survive the restart: %d", resp.StatusCode)
+	}
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	if s := e.op.Stats(); s.Registration != 1 {
+		t.Fatalf("restart registered again: %d registrations", s.Registration)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v %v", fi.Mode(), err)
+	}
+	raw, _ := os.ReadFile(path)
+	if len(raw) == 0 {
+		t.Fatal("empty credentials file")
+	}
+}
+
+func TestCorruptStoreFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "creds.json")
+	garbage := []byte("{not json")
+	os.WriteFile(path, garbage, 0o600)
+	e := newEnv(t, devop.Options{}, Config{Store: NewFileStore(path)})
+	resp := e.get(e.app.URL+"/", html)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "unavailable") {
+		t.Fatalf("corrupt store: %d %s, want 503", resp.StatusCode, body)
+	}
+	if s := e.op.Stats(); s.Registration != 0 {
+		t.Error("registered despite an unreadable store (the credentials could not be kept)")
+	}
+	if now, _ := os.ReadFile(path); !bytes.Equal(now, garbage) {
+		t.Error("corrupt store file was overwritten")
+	}
+	if !strings.Contains(e.logs.String(), path) || !strings.Contains(e.logs.String(), "corrupt") {
+		t.Errorf("log does not name the file and the cause:\n%s", e.logs)
+	}
+}
+
+func TestProviderDownThenUp(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	up := e.opSrv.Config.Handler
+	var down atomic.Bool
+	down.Store(true)
+	e.opSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "maintenance", http.StatusBadGateway)
+			return
+		}
+		up.ServeHTTP(w, r)
+	})
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("provider down: %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	down.Store(false)
+	// Within the backoff the failure is answered without a new attempt.
+	resp = e.get(e.app.URL+"/", "application/json")
+	resp.Body.Close()
+	resp = e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("within backoff: %d", resp.StatusCode)
+	}
+	e.clock.Advance(2 * time.Second)
+	if out := e.login("/"); out["sub"] != "demo-user" {
+		t.Fatalf("after recovery: %v", out)
+	}
+	if !strings.Contains(e.logs.String(), "cannot start login") {
+		t.Errorf("outage not logged:\n%s", e.logs)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	e.login("/")
+	old := e.cookie("oidcrp")
+
+	// GET shows a button only; it does not log out.
+	resp := e.get(e.app.URL+"/logout", html)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `method="post"`) || e.cookie("oidcrp") == nil {
+		t.Fatalf("GET /logout: %d %s", resp.StatusCode, body)
+	}
+	// A cross-site POST is refused.
+	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+	req.Header.Set("Origin", "https://evil.example")
+	resp, _ = e.browser.Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || e.cookie("oidcrp") == nil {
+		t.Fatalf("cross-site logout: %d", resp.StatusCode)
+	}
+
+	req, _ = http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+	req.Header.Set("Origin", e.app.URL)
+	resp, _ = e.browser.Do(req)
+	resp.Body.Close()
+	if e.cookie("oidcrp") != nil {
+		t.Error("session cookie kept after logout")
+	}
+	end, _ := url.Parse(resp.Header.Get("Location"))
+	q := end.Query()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(end.String(), e.op.Issuer()) ||
+		q.Get("id_token_hint") == "" || q.Get("post_logout_redirect_uri") != e.app.URL+"/logout" || q.Get("state") == "" {
+		t.Fatalf("logout redirect %d %s", resp.StatusCode, end)
+	}
+	hops := e.follow(resp)
+	last := hops[len(hops)-1]
+	body, _ = io.ReadAll(last.Body)
+	if last.Request.URL.Path != "/logout" || !strings.Contains(string(body), "signed out") {
+		t.Fatalf("after provider logout: %s %s", last.Request.URL, body)
+	}
+	if s := e.op.Stats(); s.EndSession != 1 {
+		t.Errorf("end_session calls: %d", s.EndSession)
+	}
+	if strings.Contains(e.logs.String(), "unknown state") {
+		t.Error("post-logout state was not recognised")
+	}
+
+	// The old cookie, replayed, no longer authenticates (documented: in this process).
+	req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
+	req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
+	resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("replayed session cookie after logout: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	e.login("/")
+	good := e.cookie("oidcrp")
+	for name, value := range map[string]string{
+		"flipped":   good.Value[:20] + string(good.Value[20]^1) + good.Value[21:],
+		"truncated": good.Value[:30],
+		"garbage":   "%%%not-base64",
+		"empty":     "",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
+		req.AddCookie(&http.Cookie{Name: "oidcrp", Value: value})
+		resp, err := (&http.Client{Transport: e.browser.Transport}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s cookie: %d, want 401", name, resp.StatusCode)
+		}
+	}
+}
+
+func TestSessionExpiry(t *testing.T) {
+	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{})
+	e.login("/")
+	e.clock.Advance(11 * time.Minute)
+	resp := e.get(e.app.URL+"/", "")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("expired session still accepted (cached): %d", resp.StatusCode)
+	}
+}
+
+func TestSecretRenewedBeforeExpiry(t *testing.T) {
+	// The provider's secrets live 4 s; the renewal margin is then half of
+	// that (RenewBefore is longer), so the second login, 2.2 s later, renews.
+	e := newEnv(t, devop.Options{SecretLifetime: 4 * time.Second}, Config{})
+	e.login("/")
+	first := e.op.Clients()[0]
+	time.Sleep(2200 * time.Millisecond)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	s := e.op.Stats()
+	if s.Registration != 1 || s.RegistrationRead+s.RegistrationUpdate == 0 {
+		t.Fatalf("renewal stats %+v: want one registration and an RFC 7592 renewal", s)
+	}
+	if got := e.op.Clients()[0]; got.ID != first.ID || got.Secret == first.Secret {
+		t.Errorf("secret not renewed: %s\n%s", got.ID, e.logs)
+	}
+}
+
+func TestConfigDriftUpdatesRegistration(t *testing.T) {
+	store := NewMemoryStore()
+	e := newEnv(t, devop.Options{}, Config{Store: store})
+	e.login("/")
+	e.rp = e.newRP(Config{Store: store, Metadata: ClientMetadata{ClientName: "renamed"}})
+	e.app.Config.Handler = e.handler(e.rp)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	s := e.op.Stats()
+	if s.Registration != 1 || s.RegistrationUpdate != 1 {
+		t.Fatalf("drift: %+v, want one registration and one update", s)
+	}
+	if c := e.op.Clients(); len(c) != 1 || c[0].Metadata["client_name"] != "renamed" {
+		t.Errorf("clients after drift: %+v", c)
+	}
+}
+
+func TestForgottenClientRegistersAgainAndReplaysLogin(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	e.login("/")
+	e.browser.Jar, _ = cookiejar.New(nil)
+	// The provider forgets the client between its authorization answer and
+	// the token request: the token endpoint says invalid_client.
+	resp := e.get(e.app.URL+"/again", html)
+	resp.Body.Close()
+	resp = e.get(resp.Header.Get("Location"), html) // provider issues a code
+	resp.Body.Close()
+	e.op.ForgetClients()
+	hops := e.follow(e.get(resp.Header.Get("Location"), html))
+	last := hops[len(hops)-1]
+	body, _ := io.ReadAll(last.Body)
+	last.Body.Close()
+	if last.StatusCode != 200 || !strings.Contains(string(body), `"path":"/again"`) {
+		t.Fatalf("after replay: %d %s\n%s", last.StatusCode, body, e.logs)
+	}
+	if s := e.op.Stats(); s.Registration != 2 {
+		t.Errorf("registrations: %d, want 2", s.Registration)
+	}
+}
+
+func TestForgottenClientDetectedOnNextLogin(t *testing.T) {
+	// The provider forgot the client before the authorization request: it
+	// shows its own error page, the browser never comes back. The next login
+	// of that browser checks the registration and registers anew.
+	e := newEnv(t, devop.Options{}, Config{})
+	e.login("/")
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.op.ForgetClients()
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	resp = e.get(resp.Header.Get("Location"), html)
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Fatalf("provider accepted a forgotten client: %d", resp.StatusCode)
+	}
+	e.clock.Advance(verifyEvery)
+	if out := e.login("/"); out["sub"] != "demo-user" {
+		t.Fatalf("second attempt: %v", out)
+	}
+	if s := e.op.Stats(); s.Registration != 2 {
+		t.Errorf("registrations: %d, want 2", s.Registration)
+	}
+}
+
+func TestCredentialsRedacted(t *testing.T) {
+	c := Credentials{ClientID: "id", ClientSecret: "s3cr3t-value", RegistrationAccessToken: "rat-value"}
+	b, _ := json.Marshal(c)
+	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(b), fmt.Sprint(&c)} {
+		if strings.Contains(out, "s3cr3t") || strings.Contains(out, "rat-value") {
+			t.Errorf("secret shown: %s", out)
+		}
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "creds", c, "secret", c.ClientSecret)
+	if strings.Contains(buf.String(), "s3cr3t") {
+		t.Errorf("secret logged: %s", buf.String())
+	}
+	enc, _ := encodeCredentials(&c)
+	back, err := decodeCredentials(enc)
+	if err != nil || back.ClientSecret != c.ClientSecret || back.RegistrationAccessToken != c.RegistrationAccessToken {
+		t.Errorf("store encoding lost secrets: %v", err)
+	}
+}
+
+func TestClientMetadataJSON(t *testing.T) {
+	in := `{"redirect_uris":["https://a/cb"],"client_name":"x","client_name#ja":"エックス","default_max_age":60,
+		"require_auth_time":true,"jwks":{"keys":[]},"client_id":"abc","client_secret":"s","vendor_ext":{"a":1}}`
+	var m ClientMetadata
+	if err := json.Unmarshal([]byte(in), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.ClientName != "x" || m.DefaultMaxAge != 60 || !m.RequireAuthTime || m.Extra["client_name#ja"] != "エックス" {
+		t.Errorf("decoded %+v", m)
+	}
+	if _, ok := m.Extra["client_id"]; ok {
+		t.Error("client_id kept as metadata")
+	}
+	m.Extra["client_name"] = "must not override"
+	out, _ := json.Marshal(m)
+	var back map[string]any
+	json.Unmarshal(out, &back)
+	if back["client_name"] != "x" || back["client_name#ja"] != "エックス" || back["vendor_ext"] == nil || back["jwks"] == nil {
+		t.Errorf("encoded %s", out)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	good := Config{Issuer: "https://op.example", RedirectURL: "https://app.example/cb"}
+	for name, mod := range map[string]func(*Config){
+		"no issuer":        func(c *Config) { c.Issuer = "" },
+		"relative issuer":  func(c *Config) { c.Issuer = "op.example" },
+		"issuer query":     func(c *Config) { c.Issuer = "https://op.example?x=1" },
+		"no redirect":      func(c *Config) { c.RedirectURL = "" },
+		"redirect frag":    func(c *Config) { c.RedirectURL = "https://app.example/cb#x" },
+		"short key":        func(c *Config) { c.SessionKeys = [][]byte{[]byte("short")} },
+		"bad auth method":  func(c *Config) { c.Metadata.TokenEndpointAuthMethod = "private_key_jwt" },
+		"logout=callback":  func(c *Config) { c.LogoutPath = "/cb" },
+		"relative logout":  func(c *Config) { c.LogoutPath = "logout" },
+		"relative postout": func(c *Config) { c.PostLogoutRedirectURL = "/bye" },
+	} {
+		c := good
+		mod(&c)
+		if _, err := New(c); err == nil || !strings.HasPrefix(err.Error(), "oidcrp: ") {
+			t.Errorf("%s: New returned %v", name, err)
+		}
+	}
+	if _, err := New(good); err != nil {
+		t.Errorf("good config: %v", err)
+	}
+}
+
+func TestSafeReturnTo(t *testing.T) {
+	for in, want := range map[string]string{
+		"/a/b?c=d":             "/a/b?c=d",
+		"/":                    "/",
+		"":                     "/",
+		"//evil.example/":      "/",
+		"/\\evil.example":      "/",
+		"\\\\evil.example":     "/",
+		"https://evil.example": "/",
+		"javascript:alert(1)":  "/",
+		"/%2F%2Fevil.example":  "/",
+		"/a\r\nSet-Cookie: x":  "/",
+		"evil.example/a":       "/",
+		"/a/../b":              "/a/../b",
+	} {
+		if got := safeReturnTo(in); got != want {
+			t.Errorf("safeReturnTo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzSafeReturnTo(f *testing.F) {
+	for _, s := range []string{"/", "//x", "/\\x", "https://x", "/a?b#c", "/%2f/x", "/\t/x"} {
+		f.Add(s)
+	}
+	base, _ := url.Parse("https://app.example/start")
+	f.Fuzz(func(t *testing.T, in string) {
+		out := safeReturnTo(in)
+		if out == "/" {
+			return
+		}
+		if out != in {
+			t.Fatalf("rewrote %q to %q", in, out)
+		}
+		// A browser resolving the redirect must stay on the same origin.
+		u, err := base.Parse(strings.ReplaceAll(out, "\\", "/"))
+		if err != nil || u.Host != "app.example" || u.Scheme != "https" {
+			t.Fatalf("%q leaves the origin: %v", in, u)
+		}
+	})
+}
+
+// FuzzCallback sends arbitrary query strings to the callback, with and
+// without a login in progress: the answer is never a session and never a
+// server error other than the provider being unavailable.
+func FuzzCallback(f *testing.F) {
+	f.Add("state=abc&code=def", false)
+	f.Add("error=access_denied&state=x", true)
+	f.Add("code=x&state=%00&iss=%ff", true)
+	f.Add("state="+strings.Repeat("A", 43)+"&code=1", true)
+	opts := devop.Options{AutoLogin: true}
+	op := devop.New(opts)
+	opSrv := httptest.NewTLSServer(op)
+	defer opSrv.Close()
+	op.SetIssuer(opSrv.URL)
+	rp, err := New(Config{Issuer: op.Issuer(), RedirectURL: "https://app.example/cb", HTTPClient: opSrv.Client(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.Fatal(err)
+	}
+	// A real login cookie to pair with fuzzed parameters.
+	start := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "https://app.example/", nil)
+	req.Header.Set("Accept", html)
+	rp.Require(http.NotFoundHandler()).ServeHTTP(start, req)
+	cookies := start.Result().Cookies()
+	f.Fuzz(func(t *testing.T, query string, withCookie bool) {
+		req := httptest.NewRequest(http.MethodGet, "https://app.example/cb", nil)
+		req.URL.RawQuery = query
+		if withCookie {
+			for _, c := range cookies {
+				req.AddCookie(c)
+			}
+		}
+		w := httptest.NewRecorder()
+		rp.ServeHTTP(w, req)
+		for _, c := range w.Result().Cookies() {
+			if c.Name == "oidcrp" && c.MaxAge >= 0 {
+				t.Fatalf("session issued for %q", query)
+			}
+		}
+		if w.Code >= 500 && w.Code != http.StatusBadGateway && w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%q: %d", query, w.Code)
+		}
+	})
+}
