@@ -1,0 +1,171 @@
+package oidcrp
+
+import (
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gorilla/sessions"
+)
+
+// benchClaims is the fixture claim set: sub, iss, email, name, 10 groups, exp.
+func benchClaims() map[string]any {
+	groups := make([]any, 10)
+	for i := range groups {
+		groups[i] = "group-" + string(rune('a'+i)) + "-engineering"
+	}
+	return map[string]any{
+		"sub": "248289761001", "iss": "https://login.example.com", "email": "jane.doe@example.com",
+		"name": "Jane Doe", "groups": groups, "exp": time.Now().Add(time.Hour).Unix(),
+	}
+}
+
+type benchUser struct{ claims map[string]any }
+
+type benchKey struct{}
+
+// floorMiddleware is the obvious hand-written implementation: decode a
+// gorilla securecookie (HMAC-SHA256 + AES-CTR, gob) session on every request
+// and put its claims in the context.
+func floorMiddleware(store *sessions.CookieStore, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie("floor")
+		if err != nil {
+			http.Error(w, "no session", http.StatusUnauthorized)
+			return
+		}
+		values := map[any]any{}
+		if err := store.Codecs[0].Decode("floor", c.Value, &values); err != nil {
+			http.Error(w, "bad session", http.StatusUnauthorized)
+			return
+		}
+		claims, _ := values["claims"].(map[string]any)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), benchKey{}, &benchUser{claims})))
+	})
+}
+
+// peerMiddleware is the usual gorilla/sessions way: store.Get on every request.
+func peerMiddleware(store *sessions.CookieStore, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(r.Context()) // Get caches the session in *r: keep each request fresh
+		s, err := store.Get(r, "floor")
+		if err != nil || s.IsNew {
+			http.Error(w, "no session", http.StatusUnauthorized)
+			return
+		}
+		claims, _ := s.Values["claims"].(map[string]any)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), benchKey{}, &benchUser{claims})))
+	})
+}
+
+func init() {
+	var groups []any
+	gobRegister(map[string]any{}, groups)
+}
+
+func gobRegister(vs ...any) {
+	for _, v := range vs {
+		sessionsGobRegister(v)
+	}
+}
+
+var bare = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+
+// benchRP returns an RP with a session for the fixture claims and the
+// request carrying its cookie.
+func benchRP(b *testing.B) (*RP, *http.Request) {
+	key := make([]byte, 32)
+	rp, err := New(Config{
+		Issuer: "https://login.example.com", RedirectURL: "https://app.example.com/auth/callback",
+		SessionKeys: [][]byte{key}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	claims := benchClaims()
+	cb, _ := jsonMarshal(claims)
+	u := &User{Issuer: rp.cfg.Issuer, Subject: "248289761001", Expiry: time.Now().Add(time.Hour), claims: cb, sid: "bench-session-id-0000"}
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "https://app.example.com/", nil)
+	if err := rp.startSession(w, req, u); err != nil {
+		b.Fatal(err)
+	}
+	req = httptest.NewRequest(http.MethodGet, "https://app.example.com/page", nil)
+	for _, c := range w.Result().Cookies() {
+		req.AddCookie(c)
+	}
+	return rp, req
+}
+
+func floorRequest(b *testing.B) (*sessions.CookieStore, *http.Request) {
+	store := sessions.NewCookieStore([]byte("0123456789abcdef0123456789abcdef"), []byte("0123456789abcdef0123456789abcdef"))
+	enc, err := store.Codecs[0].Encode("floor", map[any]any{"claims": benchClaims()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "https://app.example.com/page", nil)
+	req.AddCookie(&http.Cookie{Name: "floor", Value: enc})
+	return store, req
+}
+
+func serve(b *testing.B, h http.Handler, req *http.Request) {
+	b.ReportAllocs()
+	w := &discardWriter{h: http.Header{}}
+	for b.Loop() {
+		h.ServeHTTP(w, req)
+	}
+	if w.code != http.StatusNoContent {
+		b.Fatalf("status %d", w.code)
+	}
+}
+
+type discardWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+
+// BenchmarkAuthenticatedRequest compares one authenticated request through
+// Require with a bare handler, the hand-written securecookie floor, and the
+// usual gorilla sessions.Store.Get middleware.
+func BenchmarkAuthenticatedRequest(b *testing.B) {
+	b.Run("bare", func(b *testing.B) {
+		req := httptest.NewRequest(http.MethodGet, "https://app.example.com/page", nil)
+		serve(b, bare, req)
+	})
+	b.Run("floor-securecookie", func(b *testing.B) {
+		store, req := floorRequest(b)
+		serve(b, floorMiddleware(store, bare), req)
+	})
+	b.Run("peer-sessions-get", func(b *testing.B) {
+		store, req := floorRequest(b)
+		serve(b, peerMiddleware(store, bare), req)
+	})
+	b.Run("oidcrp-require", func(b *testing.B) {
+		rp, req := benchRP(b)
+		serve(b, rp.Require(bare), req)
+	})
+	b.Run("oidcrp-require-uncached", func(b *testing.B) {
+		rp, req := benchRP(b)
+		h := rp.Require(bare)
+		b.ReportAllocs()
+		w := &discardWriter{h: http.Header{}}
+		for b.Loop() {
+			rp.sessions = newSessionCache()
+			h.ServeHTTP(w, req)
+		}
+	})
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func sessionsGobRegister(v any) { gob.Register(v) }
