@@ -1,0 +1,338 @@
+package devop
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// grant is what an access or refresh token stands for.
+type grant struct {
+	clientID string
+	sub      string
+	scope    string
+	authTime time.Time
+	code     string // the authorization code the grant came from
+}
+
+type accessToken struct {
+	grant
+	expires time.Time
+}
+
+type refreshToken struct {
+	grant
+}
+
+// tokenError is an RFC 6749 §5.2 error response.
+type tokenError struct {
+	status      int
+	code        string
+	description string
+}
+
+func badGrant(description string) *tokenError {
+	return &tokenError{http.StatusBadRequest, "invalid_grant", description}
+}
+
+func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		p.count(func(s *Stats) { s.Token++ })
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST at the token endpoint")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	parseErr := r.ParseForm()
+	form := r.PostForm
+	p.mu.Lock()
+	p.stats.Token++
+	p.lastTokenForm = cloneValues(form)
+	if p.lastTokenForm == nil {
+		p.lastTokenForm = url.Values{}
+	}
+	p.lastTokenHeader = r.Header.Clone()
+	p.mu.Unlock()
+	if parseErr != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
+		return
+	}
+	for k, vs := range form {
+		if len(vs) > 1 {
+			writeError(w, http.StatusBadRequest, "invalid_request", k+" must not be sent more than once")
+			return
+		}
+	}
+
+	c, basic, terr := p.authenticateClient(r, form)
+	if terr == nil {
+		switch gt := form.Get("grant_type"); gt {
+		case "authorization_code":
+			terr = p.redeemCode(w, c, form)
+		case "refresh_token":
+			terr = p.redeemRefreshToken(w, c, form)
+		case "":
+			terr = &tokenError{http.StatusBadRequest, "invalid_request", "grant_type is required"}
+		default:
+			terr = &tokenError{http.StatusBadRequest, "unsupported_grant_type", "grant_type " + strconv.Quote(gt) + " is not supported"}
+		}
+	}
+	if terr != nil {
+		if terr.status == http.StatusUnauthorized && basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="devop"`)
+		}
+		writeError(w, terr.status, terr.code, terr.description)
+	}
+}
+
+// authenticateClient authenticates the client with the method it
+// registered. It returns a copy of the client and whether HTTP Basic was used.
+func (p *Provider) authenticateClient(r *http.Request, form url.Values) (client, bool, *tokenError) {
+	unauthorized := func(description string) *tokenError {
+		return &tokenError{http.StatusUnauthorized, "invalid_client", description}
+	}
+	user, pass, basic := r.BasicAuth()
+	if r.Header.Get("Authorization") != "" && !basic {
+		return client{}, false, unauthorized("only HTTP Basic client authentication is accepted in the Authorization header")
+	}
+	var id, secret, method string
+	switch {
+	case basic:
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(user)
+		secret, err2 = url.QueryUnescape(pass)
+		if err1 != nil || err2 != nil {
+			return client{}, true, unauthorized("the Basic credentials are not form-urlencoded (RFC 6749 §2.3.1)")
+		}
+		if form.Has("client_secret") {
+			return client{}, true, &tokenError{http.StatusBadRequest, "invalid_request", "use only one client authentication method"}
+		}
+		if fid := form.Get("client_id"); fid != "" && fid != id {
+			return client{}, true, unauthorized("client_id in the body does not match the Basic credentials")
+		}
+		method = "client_secret_basic"
+	case form.Has("client_secret"):
+		id, secret, method = form.Get("client_id"), form.Get("client_secret"), "client_secret_post"
+	default:
+		id, method = form.Get("client_id"), "none"
+	}
+	if id == "" {
+		return client{}, basic, unauthorized("client authentication is required")
+	}
+	p.mu.Lock()
+	stored := p.clients[id]
+	var c client
+	if stored != nil {
+		c = *stored
+	}
+	p.mu.Unlock()
+	if stored == nil {
+		return client{}, basic, unauthorized("unknown client")
+	}
+	if c.authMethod != method {
+		return client{}, basic, unauthorized("the client is registered for " + c.authMethod + " but authenticated with " + method)
+	}
+	if method != "none" {
+		if c.secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
+			return client{}, basic, unauthorized("invalid client secret")
+		}
+		if c.secretExpired(time.Now()) {
+			return client{}, basic, unauthorized("the client secret has expired")
+		}
+	}
+	return c, basic, nil
+}
+
+func (p *Provider) redeemCode(w http.ResponseWriter, c client, form url.Values) *tokenError {
+	code := form.Get("code")
+	if code == "" {
+		return &tokenError{http.StatusBadRequest, "invalid_request", "code is required"}
+	}
+	now := time.Now()
+	p.mu.Lock()
+	ac := p.codes[code]
+	switch {
+	case ac == nil:
+		p.mu.Unlock()
+		return badGrant("unknown or expired authorization code")
+	case ac.clientID != c.id:
+		p.mu.Unlock()
+		return badGrant("the authorization code was issued to another client")
+	case ac.used:
+		// RFC 6749 §4.1.2: revoke what the code produced.
+		p.revokeCodeLocked(code)
+		p.mu.Unlock()
+		return badGrant("the authorization code has already been used")
+	}
+	ac.used = true
+	p.mu.Unlock()
+
+	switch {
+	case now.After(ac.expires):
+		return badGrant("the authorization code has expired")
+	case form.Get("redirect_uri") != ac.redirectURI:
+		return badGrant("redirect_uri does not match the authorization request")
+	case form.Get("code_verifier") == "":
+		return badGrant("code_verifier is required (PKCE)")
+	case !validPKCEValue(form.Get("code_verifier")):
+		return badGrant("code_verifier is malformed")
+	case s256(form.Get("code_verifier")) != ac.challenge:
+		return badGrant("code_verifier does not match the code_challenge")
+	}
+	g := grant{clientID: c.id, sub: ac.sub, scope: ac.scope, authTime: ac.authTime, code: code}
+	p.issueTokens(w, c, g, ac.nonce)
+	return nil
+}
+
+func s256(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return b64(sum[:])
+}
+
+// revokeCodeLocked revokes the tokens issued from an authorization code.
+// Callers hold p.mu.
+func (p *Provider) revokeCodeLocked(code string) {
+	for k, v := range p.access {
+		if v.code == code {
+			delete(p.access, k)
+		}
+	}
+	for k, v := range p.refresh {
+		if v.code == code {
+			delete(p.refresh, k)
+		}
+	}
+}
+
+func (p *Provider) redeemRefreshToken(w http.ResponseWriter, c client, form url.Values) *tokenError {
+	tok := form.Get("refresh_token")
+	if tok == "" {
+		return &tokenError{http.StatusBadRequest, "invalid_request", "refresh_token is required"}
+	}
+	if !slices.Contains(c.grantTypes, "refresh_token") {
+		return &tokenError{http.StatusBadRequest, "unauthorized_client", "the client is not registered for the refresh_token grant"}
+	}
+	p.mu.Lock()
+	rt := p.refresh[tok]
+	if rt == nil || rt.clientID != c.id {
+		p.mu.Unlock()
+		return badGrant("unknown, rotated or revoked refresh token")
+	}
+	g := rt.grant
+	if s := form.Get("scope"); s != "" {
+		granted := strings.Fields(g.scope)
+		for _, sc := range strings.Fields(s) {
+			if !slices.Contains(granted, sc) {
+				p.mu.Unlock()
+				return &tokenError{http.StatusBadRequest, "invalid_scope", "scope " + strconv.Quote(sc) + " was not granted"}
+			}
+		}
+		g.scope = s
+	}
+	delete(p.refresh, tok) // rotation: the old token stops working
+	p.mu.Unlock()
+	p.issueTokens(w, c, g, "")
+	return nil
+}
+
+// issueTokens stores and returns an access token, an ID token and, for
+// clients registered for it, a refresh token.
+func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce string) {
+	now := time.Now()
+	at := randomToken(32)
+	var rt string
+	p.mu.Lock()
+	p.pruneLocked(now)
+	p.access[at] = &accessToken{grant: g, expires: now.Add(p.opts.AccessTokenLifetime)}
+	if slices.Contains(c.grantTypes, "refresh_token") {
+		rt = randomToken(32)
+		p.refresh[rt] = &refreshToken{grant: g}
+	}
+	key, issuer := p.key, p.issuer
+	p.mu.Unlock()
+
+	claims := map[string]any{}
+	for k, v := range p.user {
+		claims[k] = deepCopy(v)
+	}
+	claims["iss"] = issuer
+	claims["sub"] = g.sub
+	claims["aud"] = c.id
+	claims["iat"] = now.Unix()
+	claims["exp"] = now.Add(p.opts.IDTokenLifetime).Unix()
+	claims["auth_time"] = g.authTime.Unix()
+	claims["at_hash"] = atHash(at)
+	if nonce != "" {
+		claims["nonce"] = nonce
+	}
+	header := map[string]any{"alg": "RS256", "typ": "JWT", "kid": key.kid}
+	if p.opts.IDToken != nil {
+		p.opts.IDToken(claims, header)
+	}
+	body := map[string]any{
+		"access_token": at,
+		"token_type":   "Bearer",
+		"expires_in":   int64(p.opts.AccessTokenLifetime / time.Second),
+		"id_token":     signToken(key, header, claims),
+		"scope":        g.scope,
+	}
+	if rt != "" {
+		body["refresh_token"] = rt
+	}
+	if p.opts.TokenResponse != nil {
+		p.opts.TokenResponse(body)
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
+	p.count(func(s *Stats) { s.UserInfo++ })
+	if !allowMethods(w, r, http.MethodGet, http.MethodPost) {
+		return
+	}
+	refuse := func(status int, challenge, code, description string) {
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeError(w, status, code, description)
+	}
+	inBody := false
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		if err := r.ParseForm(); err == nil && r.PostForm.Has("access_token") {
+			inBody = true
+		}
+	}
+	if r.URL.Query().Has("access_token") || inBody {
+		refuse(http.StatusBadRequest, `Bearer realm="devop", error="invalid_request"`, "invalid_request",
+			"send the access token in the Authorization header only")
+		return
+	}
+	tok, ok := bearerToken(r)
+	if !ok {
+		refuse(http.StatusUnauthorized, `Bearer realm="devop"`, "invalid_token", "a Bearer access token is required")
+		return
+	}
+	p.mu.Lock()
+	at := p.access[tok]
+	var g grant
+	valid := at != nil && time.Now().Before(at.expires)
+	if valid {
+		g = at.grant
+	}
+	p.mu.Unlock()
+	if !valid {
+		refuse(http.StatusUnauthorized, `Bearer realm="devop", error="invalid_token"`, "invalid_token",
+			"the access token is unknown, expired or revoked")
+		return
+	}
+	claims := deepCopyMap(p.user)
+	claims["sub"] = g.sub
+	if p.opts.UserInfo != nil {
+		p.opts.UserInfo(claims)
+	}
+	writeJSON(w, http.StatusOK, claims)
+}
