@@ -45,8 +45,12 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 	}
 	dead := "" // a stored client the provider no longer knows
 	if rp.usable(stored, fp) {
-		if prev != nil || rp.stillRegistered(ctx, disc, stored) {
+		if prev != nil {
 			return stored, rp.renewAt(stored), nil
+		}
+		// First use in this process: check the provider still knows the client.
+		if cur, alive := rp.checkRegistration(ctx, disc, stored); alive {
+			return cur, rp.renewAt(cur), nil
 		}
 		dead = stored.ClientID
 	}
@@ -122,7 +126,7 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 			op = "update"
 			c, err = g.update(ctx, stored, want)
 		} else {
-			c, err = g.read(ctx, stored, want)
+			c, err = g.read(ctx, stored)
 		}
 		switch {
 		case err == nil && !c.expiresWithin(rp.now(), rp.margin(c)):
@@ -191,27 +195,38 @@ func (rp *RP) saveCredentials(ctx context.Context, c *Credentials) error {
 	return rp.cfg.Store.Save(ctx, rp.cfg.StoreKey, b)
 }
 
-// stillRegistered checks stored credentials against the provider, when the
+// checkRegistration checks credentials against the provider, when the
 // provider gives a way to: an RFC 7592 read, else a token request with a code
 // that cannot exist, which a provider answers with invalid_grant for a known
-// client and invalid_client for an unknown one. Any other outcome counts as
-// registered: only a clear "unknown client" replaces a registration.
-func (rp *RP) stillRegistered(ctx context.Context, disc *discovery, c *Credentials) bool {
-	if c.RegistrationClientURI != "" {
-		_, err := rp.registrar().read(ctx, c, c.Metadata)
-		var re *RegistrationError
-		if errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized {
-			rp.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
-			return false
+// client and invalid_client for an unknown one. Only a clear "unknown client"
+// reports the client gone. A read may rotate the secret or the registration
+// access token (RFC 7592 §2.1): the new values are stored at once and
+// returned.
+func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credentials) (current *Credentials, alive bool) {
+	if c.RegistrationClientURI == "" {
+		code, err := rp.probeToken(ctx, disc, c)
+		if err == nil && (code == "invalid_client" || code == "unauthorized_client") {
+			rp.log.Warn("oidcrp: the provider rejects the stored client", "client_id", c.ClientID, "error", code)
+			return c, false
 		}
-		return true
+		return c, true
 	}
-	code, err := rp.probeToken(ctx, disc, c)
-	if err == nil && (code == "invalid_client" || code == "unauthorized_client") {
-		rp.log.Warn("oidcrp: the provider rejects the stored client", "client_id", c.ClientID, "error", code)
-		return false
+	fresh, err := rp.registrar().read(ctx, c)
+	var re *RegistrationError
+	switch {
+	case errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized:
+		rp.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
+		return c, false
+	case err != nil:
+		rp.log.Warn("oidcrp: could not check the registration; assuming it stands", "client_id", c.ClientID, "err", err)
+		return c, true
 	}
-	return true
+	if fresh.ClientSecret != c.ClientSecret || fresh.RegistrationAccessToken != c.RegistrationAccessToken || fresh.RegistrationClientURI != c.RegistrationClientURI {
+		if err := rp.saveCredentials(ctx, fresh); err != nil {
+			rp.log.Error("oidcrp: storing rotated client credentials failed", "client_id", c.ClientID, "err", err)
+		}
+	}
+	return fresh, true
 }
 
 // probeToken sends a token request with a made-up code and returns the
@@ -264,9 +279,14 @@ func (rp *RP) replaceRejected(ctx context.Context, c *conn) bool {
 		rp.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
 		return false
 	}
-	if c.creds.RegistrationClientURI != "" && rp.stillRegistered(ctx, c.disc, c.creds) {
-		// The client exists; its secret may have been rotated by a peer.
-		return rp.reload(ctx, c)
+	if c.creds.RegistrationClientURI != "" {
+		if cur, alive := rp.checkRegistration(ctx, c.disc, c.creds); alive {
+			// The client exists; its secret may have been rotated, here or by a peer.
+			if cur.ClientSecret != c.creds.ClientSecret {
+				return rp.adopt(c, cur)
+			}
+			return rp.reload(ctx, c)
+		}
 	}
 	rp.lastRenewal = rp.now()
 	rp.forget(ctx, c)
@@ -295,11 +315,13 @@ func (rp *RP) reload(ctx context.Context, c *conn) bool {
 	if err != nil || stored == nil || (stored.ClientID == c.creds.ClientID && stored.ClientSecret == c.creds.ClientSecret) {
 		return false
 	}
-	n, err := rp.newConn(c.disc, c, stored, rp.renewAt(stored))
-	if err != nil {
-		return false
-	}
-	return rp.cur.CompareAndSwap(c, n)
+	return rp.adopt(c, stored)
+}
+
+// adopt replaces connection c by one with creds, unless c was replaced
+// meanwhile.
+func (rp *RP) adopt(c *conn, creds *Credentials) bool {
+	return rp.cur.CompareAndSwap(c, rp.newConn(c.disc, c, creds, rp.renewAt(creds)))
 }
 
 // verifyBeforeLogin is called when a browser starts a login while an earlier
@@ -317,10 +339,13 @@ func (rp *RP) verifyBeforeLogin(ctx context.Context, c *conn) {
 	}
 	rp.lastVerify = rp.now()
 	rp.verifyMu.Unlock()
-	if !rp.stillRegistered(ctx, c.disc, c.creds) {
-		rp.verifyMu.Lock()
+	cur, alive := rp.checkRegistration(ctx, c.disc, c.creds)
+	rp.verifyMu.Lock()
+	defer rp.verifyMu.Unlock()
+	if !alive {
 		rp.lastRenewal = rp.now()
 		rp.forget(ctx, c)
-		rp.verifyMu.Unlock()
+	} else if cur != c.creds {
+		rp.adopt(c, cur)
 	}
 }

@@ -135,16 +135,13 @@ func (rp *RP) connect(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := rp.newConn(disc, prev, creds, renewAt)
-	if err != nil {
-		return nil, err
-	}
+	c := rp.newConn(disc, prev, creds, renewAt)
 	rp.cur.Store(c)
 	return c, nil
 }
 
 // newConn builds the OAuth 2.0 configuration and ID token verifier.
-func (rp *RP) newConn(disc *discovery, prev *conn, creds *Credentials, renewAt time.Time) (*conn, error) {
+func (rp *RP) newConn(disc *discovery, prev *conn, creds *Credentials, renewAt time.Time) *conn {
 	c := &conn{disc: disc, creds: creds, renewAt: renewAt}
 	if prev != nil {
 		c.ctx, c.provider = prev.ctx, prev.provider
@@ -178,7 +175,7 @@ func (rp *RP) newConn(disc *discovery, prev *conn, creds *Credentials, renewAt t
 		SupportedSigningAlgs: []string{alg},
 		Now:                  rp.now,
 	})
-	return c, nil
+	return c
 }
 
 // flight runs one setup at a time and remembers a failure for a backoff

@@ -325,7 +325,7 @@ func (g registrar) register(ctx context.Context, issuer, endpoint, initialToken 
 // read fetches the current registration (RFC 7592 §2.1). A 401 means the
 // registration no longer exists; it is reported as a RegistrationError with
 // StatusCode 401.
-func (g registrar) read(ctx context.Context, c *Credentials, want ClientMetadata) (*Credentials, error) {
+func (g registrar) read(ctx context.Context, c *Credentials) (*Credentials, error) {
 	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
 		return nil, errors.New("oidcrp: registration has no client configuration endpoint")
 	}
@@ -336,7 +336,12 @@ func (g registrar) read(ctx context.Context, c *Credentials, want ClientMetadata
 	if status != http.StatusOK {
 		return nil, registrationFailure(status, resp)
 	}
-	return g.credentials(c.Issuer, want, c, resp)
+	fresh, err := g.credentials(c.Issuer, c.Metadata, c, resp)
+	if err != nil {
+		return nil, err
+	}
+	fresh.Fingerprint = c.Fingerprint // a read changes nothing that was asked for
+	return fresh, nil
 }
 
 // update replaces the registered metadata with want (RFC 7592 §2.2).

@@ -1040,3 +1040,33 @@ func FuzzCallback(f *testing.F) {
 		}
 	})
 }
+
+// TestRotatedRegistrationTokenPersisted restarts the application on a
+// provider that rotates the registration access token on every RFC 7592
+// read: the token the provider now holds is the one stored.
+func TestRotatedRegistrationTokenPersisted(t *testing.T) {
+	store := NewMemoryStore()
+	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
+	e.login("/")
+	for i := 0; i < 2; i++ { // two restarts, two reads
+		e.rp = e.newRP(Config{Store: store})
+		e.app.Config.Handler = e.handler(e.rp)
+		e.browser.Jar, _ = cookiejar.New(nil)
+		e.login("/")
+	}
+	s := e.op.Stats()
+	if s.Registration != 1 || s.RegistrationRead != 2 {
+		t.Fatalf("stats %+v: want 1 registration and 2 reads", s)
+	}
+	b, err := store.Load(context.Background(), "oidcrp:client:"+e.op.Issuer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := decodeCredentials(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.op.Clients()[0].RegistrationAccessToken; string(stored.RegistrationAccessToken) != got {
+		t.Error("the rotated registration access token was not stored")
+	}
+}
