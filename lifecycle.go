@@ -14,11 +14,10 @@ import (
 
 // Timing of the registration lifecycle.
 const (
-	renewRetry        = 30 * time.Second // next renewal attempt after one failed while the old secret still works
-	reregisterEvery   = 30 * time.Second // at most one replacement of a rejected registration per period
-	verifyEvery       = 10 * time.Second // at most one "does the client still exist" check per period
-	cleanupTimeout    = 10 * time.Second
-	registrationLease = "oidcrp:lock:"
+	renewRetry      = 30 * time.Second // next renewal attempt after one failed while the old secret still works
+	reregisterEvery = 30 * time.Second // at most one replacement of a rejected registration per period
+	verifyEvery     = 10 * time.Second // at most one "does the client still exist" check per period
+	cleanupTimeout  = 10 * time.Second
 )
 
 // credentials returns usable credentials: the configured client, the stored
@@ -58,7 +57,7 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 	// Exclude peers sharing the store while replacing the credentials, and
 	// look again once excluded: a peer may have done it while we waited.
 	if l, ok := rp.cfg.Store.(Locker); ok {
-		unlock, err := l.Lock(ctx, registrationLease+rp.cfg.StoreKey)
+		unlock, err := l.Lock(ctx, rp.cfg.StoreKey)
 		if err != nil {
 			return nil, time.Time{}, fmt.Errorf("oidcrp: lock credential store: %w", err)
 		}
@@ -82,6 +81,16 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 		return nil, time.Time{}, err
 	}
 	if err := rp.saveCredentials(ctx, fresh); err != nil {
+		if errors.Is(err, ErrLockLost) {
+			// Our lease expired while we registered and a peer took over:
+			// use the peer's client and withdraw ours.
+			if other, lerr := rp.loadCredentials(ctx); lerr == nil && rp.usable(other, fp) {
+				if fresh.ClientID != other.ClientID && fresh.RegistrationClientURI != "" {
+					rp.deleteSuperseded(ctx, fresh)
+				}
+				return other, rp.renewAt(other), nil
+			}
+		}
 		// The provider issued them; losing them would orphan a client, so use
 		// them in this process and report the store failure loudly.
 		rp.log.Error("oidcrp: storing client credentials failed; they live in this process only", "client_id", fresh.ClientID, "err", err)

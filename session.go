@@ -178,7 +178,7 @@ func (rp *RP) sharedKeys(ctx context.Context) ([][]byte, error) {
 		return keys, err
 	}
 	if l, ok := rp.cfg.Store.(Locker); ok {
-		unlock, err := l.Lock(ctx, "oidcrp:lock:"+sessionKeysKey)
+		unlock, err := l.Lock(ctx, sessionKeysKey)
 		if err != nil {
 			return nil, err
 		}

@@ -16,6 +16,10 @@ var ErrNotFound = errors.New("oidcrp: not found")
 // that it can be inspected and repaired by hand.
 var ErrCorruptStore = errors.New("oidcrp: credential store is corrupt")
 
+// ErrLockLost is wrapped by the error a fencing store returns for a Save or
+// Delete made under a lease that has expired and passed to another holder.
+var ErrLockLost = errors.New("oidcrp: lock lost to another holder")
+
 // maxValueSize is the largest value a CredentialStore must accept.
 const maxValueSize = 1 << 20
 
@@ -63,6 +67,16 @@ type CredentialStore interface {
 // Locks are advisory: they only exclude other Lock callers on the same store
 // (the same file, the same backend), not Load, Save or Delete, which the lock
 // holder may call freely.
+//
+// A lock is named after the key whose value it protects: the relying party
+// locks the key it is about to replace. An implementation whose locks can
+// expire (a lease, as a store shared over a network needs so that a crashed
+// holder does not block the others forever) must keep a held lock alive until
+// unlock, and must fence: once a holder's lease on key has been lost to
+// another holder, Save and Delete of key through the old holder's store
+// value fail with an error wrapping ErrLockLost, so a paused holder cannot
+// overwrite its successor's work. Locks that cannot expire, such as those of
+// MemoryStore and FileStore, need no fencing.
 type Locker interface {
 	Lock(ctx context.Context, key string) (unlock func(), err error)
 }
