@@ -154,6 +154,11 @@ func BenchmarkAuthenticatedRequest(b *testing.B) {
 		rp, req := benchRP(b)
 		serve(b, rp.Require(bare), req)
 	})
+	b.Run("oidcrp-require-traced", func(b *testing.B) {
+		rp, req := benchRP(b)
+		rp.cfg.Trace = &Trace{Start: func(ctx context.Context, ev Event) context.Context { return ctx }}
+		serve(b, rp.Require(bare), req)
+	})
 	b.Run("oidcrp-require-uncached", func(b *testing.B) {
 		rp, req := benchRP(b)
 		h := rp.Require(bare)

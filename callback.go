@@ -22,56 +22,64 @@ import (
 func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
+	ctx, end := rp.span(r.Context(), OpLogin, rp.ClientID())
+	r = r.WithContext(ctx)
+	status, err := rp.callback(w, r)
+	end(err)
+	switch {
+	case err == nil, status == 0: // done, or the login was restarted
+	case status == http.StatusServiceUnavailable || status == http.StatusInternalServerError:
+		rp.log.Error("oidcrp: login failed", "err", err)
+		rp.fail(w, r, status, err)
+	default:
+		rp.reject(w, r, status, err)
+	}
+}
+
+// callback does the work of handleCallback. It returns the status of the
+// error page to show, or 0 with a non-nil error when it already answered by
+// restarting the login.
+func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		rp.reject(w, r, http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "callback takes GET"})
-		return
+		return http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "callback takes GET"}
 	}
 	q := r.URL.Query()
 	f, err := rp.takeFlow(w, r, q.Get("state"))
 	if err != nil {
-		rp.reject(w, r, http.StatusBadRequest, err)
-		return
+		return statusOf(err), err
 	}
 	c, err := rp.conn(r.Context())
 	if err != nil {
-		rp.fail(w, r, http.StatusServiceUnavailable, err)
-		return
+		return http.StatusServiceUnavailable, err
 	}
 	if err := rp.checkResponseIssuer(c, f, q.Get("iss"), q.Has("iss")); err != nil {
-		rp.reject(w, r, http.StatusBadRequest, err)
-		return
+		return http.StatusBadRequest, err
 	}
 	if code := q.Get("error"); code != "" {
-		rp.reject(w, r, http.StatusForbidden, &AuthError{Reason: ReasonProviderError, Code: truncate(code, 100), Description: truncate(q.Get("error_description"), 300)})
-		return
+		return http.StatusForbidden, &AuthError{Reason: ReasonProviderError, Code: truncate(code, 100), Description: truncate(q.Get("error_description"), 300)}
 	}
 	if q.Get("code") == "" || len(q["code"]) != 1 {
-		rp.reject(w, r, http.StatusBadRequest, &AuthError{Reason: ReasonBadRequest, Description: "no code in the authorization response"})
-		return
+		return http.StatusBadRequest, &AuthError{Reason: ReasonBadRequest, Description: "no code in the authorization response"}
 	}
 	if f.ClientID != c.creds.ClientID {
 		// The client was replaced while the browser was away; its code is for the old one.
-		rp.restartLogin(w, r, f, &AuthError{Reason: ReasonInvalidClient, Description: "the client was replaced during the login"})
-		return
+		return rp.restartLogin(w, r, f, &AuthError{Reason: ReasonInvalidClient, Description: "the client was replaced during the login"})
 	}
 	u, err := rp.complete(r.Context(), c, f, q.Get("code"))
 	if err != nil {
 		var ae *AuthError
 		if errors.As(err, &ae) && ae.Reason == ReasonInvalidClient && !f.Retried && rp.replaceRejected(r.Context(), c) {
-			rp.restartLogin(w, r, f, err)
-			return
+			return rp.restartLogin(w, r, f, err)
 		}
-		rp.reject(w, r, statusOf(err), err)
-		return
+		return statusOf(err), err
 	}
 	if err := rp.startSession(w, r, u); err != nil {
-		rp.log.Error("oidcrp: cannot start session", "err", err)
-		rp.fail(w, r, http.StatusInternalServerError, &AuthError{Reason: ReasonSession, Err: err})
-		return
+		return http.StatusInternalServerError, &AuthError{Reason: ReasonSession, Err: err}
 	}
 	rp.log.Info("oidcrp: login completed", "sub", u.Subject, "client_id", c.creds.ClientID)
 	http.Redirect(w, r, safeReturnTo(f.ReturnTo), http.StatusSeeOther)
+	return 0, nil
 }
 
 // takeFlow finds, opens and deletes the cookie of the attempt named by state.
@@ -125,8 +133,9 @@ func (rp *RP) checkResponseIssuer(c *conn, f *flow, iss string, present bool) er
 
 // complete exchanges the code and builds the user from verified tokens.
 func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*User, error) {
-	octx := oidc.ClientContext(ctx, rp.httpClient)
-	tok, err := c.oauth.Exchange(octx, code, oauth2.VerifierOption(f.Verifier))
+	xctx, end := rp.span(ctx, OpTokenExchange, c.creds.ClientID)
+	tok, err := c.oauth.Exchange(oidc.ClientContext(xctx, rp.httpClient), code, oauth2.VerifierOption(f.Verifier))
+	end(err)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client") {
@@ -138,6 +147,7 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 	if raw == "" {
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "token response has no id_token"}
 	}
+	octx := oidc.ClientContext(ctx, rp.httpClient)
 	idt, err := c.verifier.Verify(octx, raw)
 	if err != nil {
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
@@ -165,13 +175,15 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience)}
 	}
 	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
-		ui, err := c.provider.UserInfo(octx, oauth2.StaticTokenSource(tok))
+		uctx, end := rp.span(ctx, OpUserInfo, c.creds.ClientID)
+		ui, err := c.provider.UserInfo(oidc.ClientContext(uctx, rp.httpClient), oauth2.StaticTokenSource(tok))
+		if err == nil && ui.Subject != std.Subject {
+			// OIDC Core §5.3.2: the response must not be used.
+			err = errors.New("userinfo sub differs from the ID token's")
+		}
+		end(err)
 		if err != nil {
 			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
-		}
-		if ui.Subject != std.Subject {
-			// OIDC Core §5.3.2: the response must not be used.
-			return nil, &AuthError{Reason: ReasonUserInfo, Description: "userinfo sub differs from the ID token's"}
 		}
 		extra := map[string]any{}
 		if err := ui.Claims(&extra); err != nil {
@@ -201,12 +213,12 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 }
 
 // restartLogin starts the attempt f again, once, after the provider rejected
-// a client that has now been replaced.
-func (rp *RP) restartLogin(w http.ResponseWriter, r *http.Request, f *flow, cause error) {
+// a client that has now been replaced. The callback reports cause.
+func (rp *RP) restartLogin(w http.ResponseWriter, r *http.Request, f *flow, cause error) (int, error) {
 	if f.Retried {
-		rp.reject(w, r, http.StatusBadGateway, cause)
-		return
+		return http.StatusBadGateway, cause
 	}
 	rp.log.Warn("oidcrp: restarting the login with the renewed client", "err", cause)
 	rp.loginAttempt(w, r, f.ReturnTo, true)
+	return 0, cause
 }

@@ -133,9 +133,13 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 		op := "read"
 		if stored.Fingerprint != fp {
 			op = "update"
-			c, err = g.update(ctx, stored, want)
+			c, err = rp.traced(ctx, OpRegistrationUpdate, stored.ClientID, func(ctx context.Context) (*Credentials, error) {
+				return g.update(ctx, stored, want)
+			})
 		} else {
-			c, err = g.read(ctx, stored)
+			c, err = rp.traced(ctx, OpRegistrationRead, stored.ClientID, func(ctx context.Context) (*Credentials, error) {
+				return g.read(ctx, stored)
+			})
 		}
 		switch {
 		case err == nil && !c.expiresWithin(rp.now(), rp.margin(c)):
@@ -143,7 +147,10 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 			return c, nil
 		case err == nil && op == "read":
 			// Still expiring: an update may issue a new secret (RFC 7592 §2.2).
-			if c2, err2 := g.update(ctx, c, want); err2 == nil && !c2.expiresWithin(rp.now(), rp.margin(c2)) {
+			c2, err2 := rp.traced(ctx, OpRegistrationUpdate, c.ClientID, func(ctx context.Context) (*Credentials, error) {
+				return g.update(ctx, c, want)
+			})
+			if err2 == nil && !c2.expiresWithin(rp.now(), rp.margin(c2)) {
 				rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
 				return c2, nil
 			}
@@ -152,7 +159,9 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 		}
 	}
 	start := rp.now()
-	c, err := g.register(ctx, rp.cfg.Issuer, disc.RegistrationEndpoint, rp.cfg.InitialAccessToken, want)
+	c, err := rp.traced(ctx, OpRegistration, "", func(ctx context.Context) (*Credentials, error) {
+		return g.register(ctx, rp.cfg.Issuer, disc.RegistrationEndpoint, rp.cfg.InitialAccessToken, want)
+	})
 	if err != nil {
 		rp.log.Error("oidcrp: client registration failed", "err", err)
 		return nil, err
@@ -170,11 +179,22 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 func (rp *RP) deleteSuperseded(ctx context.Context, old *Credentials) {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
-	if err := rp.registrar().remove(ctx, old); err != nil {
+	ctx, end := rp.span(ctx, OpRegistrationDelete, old.ClientID)
+	err := rp.registrar().remove(ctx, old)
+	end(err)
+	if err != nil {
 		rp.log.Warn("oidcrp: could not delete the superseded registration", "client_id", old.ClientID, "err", err)
 		return
 	}
 	rp.log.Info("oidcrp: deleted the superseded registration", "client_id", old.ClientID)
+}
+
+// traced runs a registration operation as a span.
+func (rp *RP) traced(ctx context.Context, op Op, clientID string, fn func(context.Context) (*Credentials, error)) (*Credentials, error) {
+	ctx, end := rp.span(ctx, op, clientID)
+	c, err := fn(ctx)
+	end(err)
+	return c, err
 }
 
 func (rp *RP) registrar() registrar { return registrar{client: rp.httpClient, now: rp.now} }
@@ -220,7 +240,9 @@ func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credent
 		}
 		return c, true
 	}
-	fresh, err := rp.registrar().read(ctx, c)
+	fresh, err := rp.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*Credentials, error) {
+		return rp.registrar().read(ctx, c)
+	})
 	var re *RegistrationError
 	switch {
 	case errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized:

@@ -42,6 +42,8 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
+	_, end := rp.span(r.Context(), OpLogout, rp.ClientID())
+	defer end(nil)
 	u := rp.currentUser(r)
 	rp.endSession(w, r, u)
 	if u != nil {

@@ -102,7 +102,16 @@ func (rp *RP) login(w http.ResponseWriter, r *http.Request, returnTo string) {
 }
 
 func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo string, retried bool) {
-	ctx := r.Context()
+	ctx, end := rp.span(r.Context(), OpLoginStart, rp.ClientID())
+	err := rp.startLogin(ctx, w, r, returnTo, retried)
+	end(err)
+	if err != nil {
+		rp.log.Error("oidcrp: cannot start login", "err", err)
+		rp.fail(w, r, http.StatusServiceUnavailable, err)
+	}
+}
+
+func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Request, returnTo string, retried bool) error {
 	c, err := rp.conn(ctx)
 	if err == nil && hasPendingLogin(r) {
 		// An earlier attempt of this browser never came back: maybe the
@@ -111,14 +120,11 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 		c, err = rp.conn(ctx)
 	}
 	if err != nil {
-		rp.log.Error("oidcrp: cannot start login", "err", err)
-		rp.fail(w, r, http.StatusServiceUnavailable, err)
-		return
+		return err
 	}
 	s, err := rp.sealer(ctx)
 	if err != nil {
-		rp.fail(w, r, http.StatusServiceUnavailable, err)
-		return
+		return err
 	}
 	f := flow{
 		State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(),
@@ -131,6 +137,7 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 	rp.log.Debug("oidcrp: login started", "client_id", c.creds.ClientID)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
+	return nil
 }
 
 func oidcNonce(nonce string) oauth2.AuthCodeOption { return oauth2.SetAuthURLParam("nonce", nonce) }

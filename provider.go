@@ -125,11 +125,16 @@ func (rp *RP) connect(ctx context.Context) (*conn, error) {
 	if prev != nil {
 		disc = prev.disc
 	} else {
-		d, err := rp.discover(ctx)
+		dctx, end := rp.span(ctx, OpDiscovery, "")
+		d, err := rp.discover(dctx)
+		end(err)
 		if err != nil {
 			return nil, err
 		}
 		disc = d
+		if rp.jwks != nil {
+			rp.jwks.url.Store(&d.JWKSURI)
+		}
 	}
 	creds, renewAt, err := rp.credentials(ctx, disc, prev)
 	if err != nil {

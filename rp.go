@@ -134,6 +134,10 @@ type Config struct {
 	// Secrets, codes and tokens are never logged.
 	Logger *slog.Logger
 
+	// Trace, when set, receives start, stop and exception events of every
+	// provider interaction and login. Default: none, at no cost.
+	Trace *Trace
+
 	// ErrorHandler, when set, writes error responses instead of the plain
 	// default pages. err is an *AuthError or wraps ErrUnavailable; status is
 	// the HTTP status the default page would use.
@@ -159,6 +163,8 @@ type RP struct {
 	redirectPath string
 	secure       bool
 	now          func() time.Time
+	tenant       string      // set by Tenants
+	jwks         *jwksTracer // set when tracing
 
 	cur   atomic.Pointer[conn] // the ready provider connection
 	setup flight               // shares one setup attempt between requests
@@ -241,6 +247,7 @@ func New(cfg Config) (*RP, error) {
 	if rp.redirectPath == "" {
 		rp.redirectPath = "/"
 	}
+	rp.traceJWKS()
 	return rp, nil
 }
 

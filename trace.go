@@ -1,0 +1,166 @@
+package oidcrp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// Op names an operation reported to a [Trace].
+type Op string
+
+// Operations reported to a Trace. Each is a span: Start, then Stop or
+// Exception.
+const (
+	OpDiscovery          Op = "discovery"           // fetching the discovery document
+	OpJWKS               Op = "jwks"                // fetching the provider's keys
+	OpRegistration       Op = "registration"        // RFC 7591 registration
+	OpRegistrationRead   Op = "registration_read"   // RFC 7592 read
+	OpRegistrationUpdate Op = "registration_update" // RFC 7592 update
+	OpRegistrationDelete Op = "registration_delete" // RFC 7592 delete
+	OpTokenExchange      Op = "token_exchange"      // authorization code for tokens
+	OpUserInfo           Op = "userinfo"            // userinfo request
+	OpLoginStart         Op = "login_start"         // redirecting a browser to the provider
+	OpLogin              Op = "login"               // a callback: Stop when the login completed, Exception when rejected
+	OpLogout             Op = "logout"              // ending a session
+)
+
+// Event describes an operation. It never carries secrets, codes or tokens.
+type Event struct {
+	Op       Op
+	Issuer   string
+	Tenant   string        // "" for a single-tenant RP
+	ClientID string        // "" before registration
+	Reason   string        // for a rejected login: an AuthError reason such as "state_mismatch"
+	Duration time.Duration // set on Stop and Exception
+	Err      error         // set on Exception
+}
+
+// Trace receives events of everything the relying party does on its own
+// with the provider and of every login, in the spirit of
+// net/http/httptrace.ClientTrace. Every field is optional; with Config.Trace
+// nil, tracing costs nothing.
+type Trace struct {
+	// Start is called when an operation begins. The context it returns, if
+	// not nil, is passed to Stop or Exception and used for the operation's
+	// requests, so a span can be carried.
+	Start func(ctx context.Context, ev Event) context.Context
+	// Stop is called when an operation succeeded.
+	Stop func(ctx context.Context, ev Event)
+	// Exception is called when an operation failed.
+	Exception func(ctx context.Context, ev Event)
+}
+
+// span starts an operation; end reports its outcome and logs it. With no
+// Trace it only logs failures' debug records.
+func (rp *RP) span(ctx context.Context, op Op, clientID string) (context.Context, func(err error)) {
+	t := rp.cfg.Trace
+	if t == nil {
+		return ctx, func(err error) {
+			if err != nil {
+				rp.log.Debug("oidcrp: operation failed", "op", string(op), "err", err)
+			}
+		}
+	}
+	ev := Event{Op: op, Issuer: rp.cfg.Issuer, Tenant: rp.tenant, ClientID: clientID}
+	if t.Start != nil {
+		if c := t.Start(ctx, ev); c != nil {
+			ctx = c
+		}
+	}
+	start := time.Now()
+	return ctx, func(err error) {
+		ev.Duration = time.Since(start)
+		if err == nil {
+			rp.log.Debug("oidcrp: operation done", "op", string(op), "client_id", clientID, "duration", ev.Duration)
+			if t.Stop != nil {
+				t.Stop(ctx, ev)
+			}
+			return
+		}
+		ev.Err = err
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			ev.Reason = ae.Reason
+		}
+		rp.log.Debug("oidcrp: operation failed", "op", string(op), "client_id", clientID, "duration", ev.Duration, "reason", ev.Reason, "err", err)
+		if t.Exception != nil {
+			t.Exception(ctx, ev)
+		}
+	}
+}
+
+// jwksTracer reports the requests go-oidc makes for the provider's keys.
+type jwksTracer struct {
+	rp   *RP
+	next http.RoundTripper
+	url  atomic.Pointer[string]
+}
+
+func (j *jwksTracer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if u := j.url.Load(); u == nil || req.URL.String() != *u {
+		return j.next.RoundTrip(req)
+	}
+	ctx, end := j.rp.span(req.Context(), OpJWKS, j.rp.ClientID())
+	resp, err := j.next.RoundTrip(req.WithContext(ctx))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		end(errors.New("oidcrp: jwks: HTTP " + http.StatusText(resp.StatusCode)))
+	} else {
+		end(err)
+	}
+	return resp, err
+}
+
+// traceJWKS wraps the HTTP client so that key fetches are traced.
+func (rp *RP) traceJWKS() {
+	if rp.cfg.Trace == nil {
+		return
+	}
+	next := rp.httpClient.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *rp.httpClient
+	rp.jwks = &jwksTracer{rp: rp, next: next}
+	c.Transport = rp.jwks
+	rp.httpClient = &c
+}
+
+// Status is the state of a relying party's registration, for readiness
+// probes and debug pages. It holds no secrets.
+type Status struct {
+	Issuer          string    `json:"issuer"`
+	Tenant          string    `json:"tenant,omitempty"`
+	Ready           bool      `json:"ready"`                      // logins can start now
+	ClientID        string    `json:"client_id,omitempty"`        // in use
+	AuthMethod      string    `json:"auth_method,omitempty"`      // token endpoint authentication
+	RegisteredAt    time.Time `json:"registered_at,omitzero"`     // client or current secret obtained
+	SecretExpiresAt time.Time `json:"secret_expires_at,omitzero"` // zero: never
+	LastError       string    `json:"last_error,omitempty"`       // of the last failed setup
+	RetryAt         time.Time `json:"retry_at,omitzero"`          // next setup attempt after a failure
+}
+
+// Status reports the registration state without any I/O.
+func (rp *RP) Status() Status {
+	s := Status{Issuer: rp.cfg.Issuer, Tenant: rp.tenant}
+	if c := rp.cur.Load(); c != nil {
+		s.Ready = true
+		s.ClientID, s.AuthMethod = c.creds.ClientID, c.creds.authMethod()
+		s.RegisteredAt, s.SecretExpiresAt = c.creds.RegisteredAt, c.creds.ClientSecretExpiresAt
+	}
+	rp.setup.mu.Lock()
+	if rp.setup.lastErr != nil {
+		s.LastError = rp.setup.lastErr.Error()
+		s.RetryAt = rp.setup.retryAt
+	}
+	rp.setup.mu.Unlock()
+	return s
+}
+
+var _ slog.LogValuer = Secret("")
+
+// LogValue redacts the secret in structured logs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
