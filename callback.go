@@ -98,7 +98,7 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 	if err != nil {
 		return nil, err
 	}
-	pt, err := s.open("login", name, ck.Value)
+	pt, err := s.open("login", rp.bind(name), ck.Value)
 	if err != nil {
 		return nil, bad("login cookie does not authenticate")
 	}

@@ -380,3 +380,40 @@ func (rp *RP) verifyBeforeLogin(ctx context.Context, c *conn) {
 		rp.adopt(c, cur)
 	}
 }
+
+// Decommission deletes the client registration at the provider (RFC 7592
+// §2.3) and the stored credentials, so nothing is left behind; the next
+// request that needs a login registers anew. A registration without a client
+// configuration endpoint cannot be deleted at the provider: its credentials
+// are still removed from the store, and the error says so.
+func (rp *RP) Decommission(ctx context.Context) error {
+	if rp.cfg.ClientID != "" {
+		return errors.New("oidcrp: a client configured by hand cannot be decommissioned")
+	}
+	creds, err := rp.loadCredentials(ctx)
+	if err != nil {
+		return err
+	}
+	if c := rp.cur.Load(); creds == nil && c != nil {
+		creds = c.creds // registered, but the store lost it
+	}
+	var remoteErr error
+	if creds != nil {
+		if creds.RegistrationClientURI == "" {
+			remoteErr = fmt.Errorf("oidcrp: client %s has no client configuration endpoint; delete it at the provider by hand", creds.ClientID)
+		} else {
+			dctx, end := rp.span(ctx, OpRegistrationDelete, creds.ClientID)
+			remoteErr = rp.registrar().remove(dctx, creds)
+			end(remoteErr)
+			if remoteErr != nil {
+				return fmt.Errorf("oidcrp: decommission: %w", remoteErr)
+			}
+		}
+		rp.log.Info("oidcrp: decommissioned client", "client_id", creds.ClientID)
+	}
+	if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
+		return fmt.Errorf("oidcrp: decommission: %w", err)
+	}
+	rp.cur.Store(nil)
+	return remoteErr
+}

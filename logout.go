@@ -64,7 +64,7 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := randomString()
-	http.SetCookie(w, rp.cookie(logoutCookie, s.seal("logout", logoutCookie, []byte(state)), rp.cfg.LogoutPath, rp.now().Add(flowLifetime)))
+	http.SetCookie(w, rp.cookie(logoutCookie, s.seal("logout", rp.bind(logoutCookie), []byte(state)), rp.cfg.LogoutPath, rp.now().Add(flowLifetime)))
 	q := url.Values{"post_logout_redirect_uri": {rp.cfg.PostLogoutRedirectURL}, "state": {state}}
 	if u != nil && u.idToken != "" {
 		q.Set("id_token_hint", u.idToken)
@@ -86,7 +86,7 @@ func (rp *RP) loggedOut(w http.ResponseWriter, r *http.Request, state string) {
 		ok := false
 		if ck, err := r.Cookie(logoutCookie); err == nil {
 			if s, err := rp.sealer(r.Context()); err == nil {
-				want, err := s.open("logout", logoutCookie, ck.Value)
+				want, err := s.open("logout", rp.bind(logoutCookie), ck.Value)
 				ok = err == nil && subtle.ConstantTimeCompare(want, []byte(state)) == 1
 			}
 		}

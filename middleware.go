@@ -19,36 +19,40 @@ import (
 // comes back to the URL it asked for; any other request gets 401. It also
 // answers the callback path and Config.LogoutPath.
 func (rp *RP) Require(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rp.serveOwn(w, r) {
-			return
-		}
-		if u := rp.currentUser(r); u != nil {
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
-			return
-		}
-		if !isNavigation(r) {
-			w.Header().Set("WWW-Authenticate", `OpenIDConnect realm="oidcrp"`)
-			rp.fail(w, r, http.StatusUnauthorized, &AuthError{Reason: ReasonLoginRequired})
-			return
-		}
-		rp.login(w, r, r.URL.RequestURI())
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rp.require(w, r, next) })
+}
+
+func (rp *RP) require(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if rp.serveOwn(w, r) {
+		return
+	}
+	if u := rp.currentUser(r); u != nil {
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+		return
+	}
+	if !isNavigation(r) {
+		w.Header().Set("WWW-Authenticate", `OpenIDConnect realm="oidcrp"`)
+		rp.fail(w, r, http.StatusUnauthorized, &AuthError{Reason: ReasonLoginRequired})
+		return
+	}
+	rp.login(w, r, r.URL.RequestURI())
 }
 
 // Optional returns middleware that puts the signed-in user, if any, in the
 // request context and always calls next. It also answers the callback path
 // and Config.LogoutPath.
 func (rp *RP) Optional(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rp.serveOwn(w, r) {
-			return
-		}
-		if u := rp.currentUser(r); u != nil {
-			r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
-		}
-		next.ServeHTTP(w, r)
-	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rp.optional(w, r, next) })
+}
+
+func (rp *RP) optional(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if rp.serveOwn(w, r) {
+		return
+	}
+	if u := rp.currentUser(r); u != nil {
+		r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
+	}
+	next.ServeHTTP(w, r)
 }
 
 // LoginHandler returns a handler that starts a login and, once signed in,
@@ -132,7 +136,7 @@ func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Req
 	}
 	b, _ := json.Marshal(f)
 	name := flowCookieName(f.State)
-	http.SetCookie(w, rp.cookie(name, s.seal("login", name, b), "/", rp.now().Add(flowLifetime)))
+	http.SetCookie(w, rp.cookie(name, s.seal("login", rp.bind(name), b), "/", rp.now().Add(flowLifetime)))
 	target := c.oauth.AuthCodeURL(f.State, oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
 	rp.log.Debug("oidcrp: login started", "client_id", c.creds.ClientID)
 	w.Header().Set("Cache-Control", "no-store")

@@ -169,8 +169,7 @@ type RP struct {
 	cur   atomic.Pointer[conn] // the ready provider connection
 	setup flight               // shares one setup attempt between requests
 
-	keysMu sync.Mutex
-	keys   atomic.Pointer[sealer]
+	keys *keyring
 
 	sessions *sessionCache
 
@@ -244,6 +243,7 @@ func New(cfg Config) (*RP, error) {
 		now:          time.Now,
 		sessions:     newSessionCache(),
 	}
+	rp.keys = &keyring{keys: cfg.SessionKeys, store: cfg.Store, log: cfg.Logger}
 	if rp.redirectPath == "" {
 		rp.redirectPath = "/"
 	}

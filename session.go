@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -132,22 +134,37 @@ func additionalData(purpose, name string) []byte {
 // sessionKeysKey is where generated session keys are kept in the store.
 const sessionKeysKey = "oidcrp:session-keys"
 
+// bind names what a sealed value is bound to: the tenant and the cookie.
+func (rp *RP) bind(cookie string) string { return rp.tenant + "\x00" + cookie }
+
+// keyring loads the cookie keys on first use and keeps the sealer. Tenants
+// share one.
+type keyring struct {
+	mu    sync.Mutex
+	s     atomic.Pointer[sealer]
+	keys  [][]byte // configured keys; none: generated and kept in store
+	store CredentialStore
+	log   *slog.Logger
+}
+
 // sealer returns the cookie sealer, loading or generating the session keys
 // on first use.
-func (rp *RP) sealer(ctx context.Context) (*sealer, error) {
-	if s := rp.keys.Load(); s != nil {
+func (rp *RP) sealer(ctx context.Context) (*sealer, error) { return rp.keys.sealer(ctx) }
+
+func (k *keyring) sealer(ctx context.Context) (*sealer, error) {
+	if s := k.s.Load(); s != nil {
 		return s, nil
 	}
-	rp.keysMu.Lock()
-	defer rp.keysMu.Unlock()
-	if s := rp.keys.Load(); s != nil {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s := k.s.Load(); s != nil {
 		return s, nil
 	}
-	keys := rp.cfg.SessionKeys
+	keys := k.keys
 	if len(keys) == 0 {
 		var err error
-		if keys, err = rp.sharedKeys(ctx); err != nil {
-			rp.log.Error("oidcrp: session keys unavailable", "err", err)
+		if keys, err = k.shared(ctx); err != nil {
+			k.log.Error("oidcrp: session keys unavailable", "err", err)
 			return nil, &unavailableError{cause: err, retryAfter: time.Second}
 		}
 	}
@@ -155,15 +172,15 @@ func (rp *RP) sealer(ctx context.Context) (*sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	rp.keys.Store(s)
+	k.s.Store(s)
 	return s, nil
 }
 
-// sharedKeys loads the session keys kept in the store, generating and
-// storing one if there is none.
-func (rp *RP) sharedKeys(ctx context.Context) ([][]byte, error) {
+// shared loads the session keys kept in the store, generating and storing
+// one if there is none.
+func (k *keyring) shared(ctx context.Context) ([][]byte, error) {
 	load := func() ([][]byte, error) {
-		b, err := rp.cfg.Store.Load(ctx, sessionKeysKey)
+		b, err := k.store.Load(ctx, sessionKeysKey)
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +194,7 @@ func (rp *RP) sharedKeys(ctx context.Context) ([][]byte, error) {
 	if !errors.Is(err, ErrNotFound) {
 		return keys, err
 	}
-	if l, ok := rp.cfg.Store.(Locker); ok {
+	if l, ok := k.store.(Locker); ok {
 		unlock, err := l.Lock(ctx, sessionKeysKey)
 		if err != nil {
 			return nil, err
@@ -190,10 +207,10 @@ func (rp *RP) sharedKeys(ctx context.Context) ([][]byte, error) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	b, _ := json.Marshal([][]byte{key})
-	if err := rp.cfg.Store.Save(ctx, sessionKeysKey, b); err != nil {
+	if err := k.store.Save(ctx, sessionKeysKey, b); err != nil {
 		return nil, fmt.Errorf("oidcrp: save session keys: %w", err)
 	}
-	rp.log.Info("oidcrp: generated session keys and stored them", "key", sessionKeysKey)
+	k.log.Info("oidcrp: generated session keys and stored them", "key", sessionKeysKey)
 	return [][]byte{key}, nil
 }
 
@@ -291,7 +308,7 @@ func (rp *RP) currentUser(r *http.Request) *User {
 	if err != nil {
 		return nil
 	}
-	pt, err := s.open("session", rp.cfg.SessionName, ck.Value)
+	pt, err := s.open("session", rp.bind(rp.cfg.SessionName), ck.Value)
 	if err != nil {
 		rp.log.Debug("oidcrp: session cookie refused", "reason", err.Error())
 		return nil
@@ -343,10 +360,10 @@ func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User) erro
 	if err != nil {
 		return err
 	}
-	value := s.seal("session", rp.cfg.SessionName, u.encode())
+	value := s.seal("session", rp.bind(rp.cfg.SessionName), u.encode())
 	if len(value) > maxCookieBytes && u.idToken != "" {
 		u.idToken = "" // logout falls back to client_id
-		value = s.seal("session", rp.cfg.SessionName, u.encode())
+		value = s.seal("session", rp.bind(rp.cfg.SessionName), u.encode())
 	}
 	if len(value) > maxCookieBytes {
 		return fmt.Errorf("oidcrp: session of %d bytes does not fit a cookie; drop claims with Config.ClaimFilter or use Config.SessionStore", len(value))

@@ -1,0 +1,282 @@
+package oidcrp
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Tenant is one customer's identity provider, as a [TenantsConfig.Resolve]
+// function finds it for a request.
+type Tenant struct {
+	// ID identifies the tenant; it keys its credentials in the store and
+	// binds its cookies. Required.
+	ID string
+	// Issuer is the tenant's provider. It must pass TenantsConfig.AllowIssuer.
+	Issuer string
+	// RedirectURL is the tenant's callback URL, on the tenant's host or
+	// under its path. Required.
+	RedirectURL string
+	// LogoutPath overrides the base configuration's, e.g. "/t/acme/logout"
+	// for path-routed tenants.
+	LogoutPath string
+	// Metadata, when set, replaces the base configuration's client metadata.
+	Metadata *ClientMetadata
+	// InitialAccessToken, when set, replaces the base configuration's.
+	InitialAccessToken string
+}
+
+// TenantsConfig configures [Tenants].
+type TenantsConfig struct {
+	// Resolve finds the tenant of a request, typically from its host or the
+	// first path segment. An error answers 404 Not Found. Required.
+	Resolve func(r *http.Request) (Tenant, error)
+
+	// AllowIssuer approves a tenant's issuer before anything is fetched
+	// from it, e.g. by matching the host against the identity providers
+	// your customers may use. Required: issuers in tenant configuration may
+	// be influenced by attackers.
+	AllowIssuer func(issuer string) bool
+
+	// Base is the configuration every tenant starts from: Store, session
+	// keys, scopes, logging and so on. Its Issuer, RedirectURL, StoreKey and
+	// ClientID are ignored. Without Base.HTTPClient, provider requests go
+	// through PublicHTTPClient, which refuses internal addresses.
+	Base Config
+
+	// MaxResident bounds the tenants kept in memory; the least recently used
+	// is dropped beyond it and comes back from the store when needed.
+	// Default: 1000.
+	MaxResident int
+
+	// AllowPrivateNetworks lets provider requests reach loopback, private
+	// and link-local addresses when Base.HTTPClient is not set. For
+	// development only.
+	AllowPrivateNetworks bool
+}
+
+// Tenants is a relying party per tenant: each tenant gets its own
+// discovery, registration and credentials, created lazily on its first
+// request and kept in a bounded set. Sessions and logins of one tenant are
+// never accepted for another.
+type Tenants struct {
+	cfg  TenantsConfig
+	keys *keyring
+	http *http.Client
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	resident map[string]*list.Element // tenant ID → element of lru holding *tenantRP
+	lru      *list.List               // front: most recently used
+}
+
+type tenantRP struct {
+	tenant Tenant
+	rp     *RP
+}
+
+// NewTenants validates cfg and returns Tenants. It does no I/O.
+func NewTenants(cfg TenantsConfig) (*Tenants, error) {
+	if cfg.Resolve == nil {
+		return nil, errors.New("oidcrp: TenantsConfig.Resolve is required")
+	}
+	if cfg.AllowIssuer == nil {
+		return nil, errors.New("oidcrp: TenantsConfig.AllowIssuer is required")
+	}
+	if cfg.MaxResident <= 0 {
+		cfg.MaxResident = 1000
+	}
+	if cfg.Base.Store == nil {
+		cfg.Base.Store = NewMemoryStore()
+	}
+	t := &Tenants{cfg: cfg, resident: map[string]*list.Element{}, lru: list.New(), http: cfg.Base.HTTPClient, log: cfg.Base.Logger}
+	if t.log == nil {
+		t.log = slog.Default()
+	}
+	if t.http == nil && !cfg.AllowPrivateNetworks {
+		t.http = PublicHTTPClient()
+	}
+	// Validate the base configuration once, with a placeholder tenant.
+	probe, err := t.newRP(Tenant{ID: "-", Issuer: "https://issuer.invalid", RedirectURL: "https://app.invalid/callback"})
+	if err != nil {
+		return nil, err
+	}
+	t.keys = probe.keys
+	return t, nil
+}
+
+func (t *Tenants) newRP(tn Tenant) (*RP, error) {
+	cfg := t.cfg.Base
+	cfg.Issuer, cfg.RedirectURL, cfg.ClientID, cfg.ClientSecret = tn.Issuer, tn.RedirectURL, "", ""
+	cfg.StoreKey = "oidcrp:client:" + tn.ID + ":" + tn.Issuer
+	cfg.HTTPClient = t.http
+	if tn.LogoutPath != "" {
+		cfg.LogoutPath = tn.LogoutPath
+	}
+	if tn.Metadata != nil {
+		cfg.Metadata = *tn.Metadata
+	}
+	if tn.InitialAccessToken != "" {
+		cfg.InitialAccessToken = tn.InitialAccessToken
+	}
+	name := cfg.SessionName
+	if name == "" {
+		name = "oidcrp"
+	}
+	sum := sha256.Sum256([]byte(tn.ID))
+	cfg.SessionName = name + "_" + hex.EncodeToString(sum[:6])
+	cfg.Logger = t.log.With("tenant", tn.ID)
+	rp, err := New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("oidcrp: tenant %q: %s", tn.ID, strings.TrimPrefix(err.Error(), "oidcrp: "))
+	}
+	rp.tenant = tn.ID
+	if t.keys != nil {
+		rp.keys = t.keys
+	}
+	return rp, nil
+}
+
+// ErrIssuerNotAllowed is returned for a tenant whose issuer AllowIssuer refuses.
+var ErrIssuerNotAllowed = errors.New("oidcrp: tenant issuer not allowed")
+
+// For returns the relying party of tenant tn, creating it if it is not
+// resident. It does no I/O.
+func (t *Tenants) For(tn Tenant) (*RP, error) {
+	if tn.ID == "" {
+		return nil, errors.New("oidcrp: tenant without ID")
+	}
+	if !t.cfg.AllowIssuer(tn.Issuer) {
+		return nil, fmt.Errorf("%w: tenant %q, issuer %q", ErrIssuerNotAllowed, tn.ID, truncate(tn.Issuer, 200))
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if el, ok := t.resident[tn.ID]; ok {
+		e := el.Value.(*tenantRP)
+		if sameTenant(e.tenant, tn) {
+			t.lru.MoveToFront(el)
+			return e.rp, nil
+		}
+		t.lru.Remove(el) // the tenant's configuration changed
+		delete(t.resident, tn.ID)
+	}
+	rp, err := t.newRP(tn)
+	if err != nil {
+		return nil, err
+	}
+	t.resident[tn.ID] = t.lru.PushFront(&tenantRP{tenant: tn, rp: rp})
+	for t.lru.Len() > t.cfg.MaxResident {
+		old := t.lru.Back()
+		t.lru.Remove(old)
+		delete(t.resident, old.Value.(*tenantRP).tenant.ID)
+	}
+	return rp, nil
+}
+
+func sameTenant(a, b Tenant) bool {
+	if a.Issuer != b.Issuer || a.RedirectURL != b.RedirectURL || a.LogoutPath != b.LogoutPath || a.InitialAccessToken != b.InitialAccessToken {
+		return false
+	}
+	if a.Metadata == nil || b.Metadata == nil {
+		return a.Metadata == b.Metadata
+	}
+	return a.Metadata == b.Metadata || fingerprint("", *a.Metadata) == fingerprint("", *b.Metadata)
+}
+
+// Resident returns how many tenants are in memory.
+func (t *Tenants) Resident() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lru.Len()
+}
+
+// Status reports the registration state of every resident tenant.
+func (t *Tenants) Status() []Status {
+	t.mu.Lock()
+	rps := make([]*RP, 0, t.lru.Len())
+	for el := t.lru.Front(); el != nil; el = el.Next() {
+		rps = append(rps, el.Value.(*tenantRP).rp)
+	}
+	t.mu.Unlock()
+	out := make([]Status, 0, len(rps))
+	for _, rp := range rps {
+		out = append(out, rp.Status())
+	}
+	slices.SortFunc(out, func(a, b Status) int {
+		if a.Tenant < b.Tenant {
+			return -1
+		}
+		if a.Tenant > b.Tenant {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Remove decommissions tenant tn: its registration is deleted at the
+// provider (RFC 7592) and its credentials in the store, and it leaves memory.
+func (t *Tenants) Remove(ctx context.Context, tn Tenant) error {
+	rp, err := t.For(tn)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if el, ok := t.resident[tn.ID]; ok {
+		t.lru.Remove(el)
+		delete(t.resident, tn.ID)
+	}
+	t.mu.Unlock()
+	return rp.Decommission(ctx)
+}
+
+// resolve finds the request's tenant RP or answers the request itself.
+func (t *Tenants) resolve(w http.ResponseWriter, r *http.Request) *RP {
+	tn, err := t.cfg.Resolve(r)
+	if err == nil {
+		var rp *RP
+		if rp, err = t.For(tn); err == nil {
+			return rp
+		}
+	}
+	status := http.StatusNotFound
+	if errors.Is(err, ErrIssuerNotAllowed) {
+		status = http.StatusForbidden
+	}
+	t.log.Warn("oidcrp: no tenant for request", "host", r.Host, "path", truncate(r.URL.Path, 200), "err", err)
+	http.Error(w, http.StatusText(status), status)
+	return nil
+}
+
+// Require is [RP.Require] for the request's tenant.
+func (t *Tenants) Require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rp := t.resolve(w, r); rp != nil {
+			rp.require(w, r, next)
+		}
+	})
+}
+
+// Optional is [RP.Optional] for the request's tenant.
+func (t *Tenants) Optional(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rp := t.resolve(w, r); rp != nil {
+			rp.optional(w, r, next)
+		}
+	})
+}
+
+// ServeHTTP is [RP.ServeHTTP] (callback and logout) for the request's tenant.
+func (t *Tenants) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rp := t.resolve(w, r); rp != nil {
+		rp.ServeHTTP(w, r)
+	}
+}
