@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/gob"
 	"encoding/json"
+	"fmt"
+	"github.com/oidcrp/oidcrp/internal/devop"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 	"time"
 
@@ -174,3 +177,70 @@ func BenchmarkAuthenticatedRequest(b *testing.B) {
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func sessionsGobRegister(v any) { gob.Register(v) }
+
+func benchTenants(b *testing.B, client *http.Client, max int) *Tenants {
+	ts, err := NewTenants(TenantsConfig{
+		Resolve:     func(*http.Request) (Tenant, error) { return Tenant{}, nil },
+		AllowIssuer: func(string) bool { return true },
+		MaxResident: max,
+		Base:        Config{HTTPClient: client, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ts
+}
+
+func benchTenant(issuer string, i int) Tenant {
+	return Tenant{ID: fmt.Sprintf("tenant-%05d", i), Issuer: issuer, RedirectURL: fmt.Sprintf("https://tenant-%05d.app.example/auth/callback", i)}
+}
+
+// BenchmarkTenantLookup finds a resident tenant's RP among 10,000.
+func BenchmarkTenantLookup(b *testing.B) {
+	const n = 10000
+	ts := benchTenants(b, nil, n)
+	tenants := make([]Tenant, n)
+	for i := range tenants {
+		tenants[i] = benchTenant("https://login.example.com", i)
+		if _, err := ts.For(tenants[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := ts.For(tenants[i%n]); err != nil {
+			b.Fatal(err)
+		}
+		i += 7919 // stride through the set
+	}
+}
+
+// BenchmarkTenantMemory reports the heap held per resident tenant that has
+// discovered its provider and obtained credentials (B/tenant).
+func BenchmarkTenantMemory(b *testing.B) {
+	op := devop.New(devop.Options{})
+	srv := httptest.NewTLSServer(op)
+	defer srv.Close()
+	op.SetIssuer(srv.URL)
+	const n = 2000
+	for b.Loop() {
+		ts := benchTenants(b, srv.Client(), n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			rp, err := ts.For(benchTenant(op.Issuer(), i))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := rp.Ready(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/tenant")
+		runtime.KeepAlive(ts)
+	}
+}

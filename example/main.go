@@ -8,6 +8,11 @@
 // Against a real provider that supports dynamic registration:
 //
 //	go run ./example -issuer https://login.example.com -public-url https://app.example.com -store file:/var/lib/app/oidc.json
+//
+// As a multi-tenant application, path-routed (/t/acme/, /t/globex/), each
+// tenant with its own embedded development provider:
+//
+//	go run ./example -tenants acme,globex
 package main
 
 import (
@@ -50,6 +55,7 @@ func run(args []string) error {
 	store := fs.String("store", env("CREDENTIAL_STORE", "memory"), "credential store: memory or file:PATH (env CREDENTIAL_STORE)")
 	iat := fs.String("initial-access-token", env("OIDC_INITIAL_ACCESS_TOKEN", ""), "initial access token for registration (env OIDC_INITIAL_ACCESS_TOKEN)")
 	publicURL := fs.String("public-url", env("PUBLIC_URL", ""), "URL the browser uses to reach this app; default http://ADDR (env PUBLIC_URL)")
+	tenantIDs := fs.String("tenants", env("TENANTS", ""), "comma-separated tenant IDs: serve path-routed tenants at /t/ID/, each with its own embedded development provider unless -issuer is set (env TENANTS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,36 +65,39 @@ func run(args []string) error {
 	}
 	*publicURL = strings.TrimSuffix(*publicURL, "/")
 
-	if *issuer == "" {
-		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: *iat})
-		if err != nil {
-			return fmt.Errorf("start development provider: %w", err)
-		}
-		defer stop()
-		*issuer = op.Issuer()
-		log.Warn("started the embedded DEVELOPMENT provider (not for production)", "issuer", *issuer)
-	}
-
 	cs, err := credentialStore(*store)
 	if err != nil {
 		return err
 	}
-	rp, err := oidcrp.New(oidcrp.Config{
-		Issuer:             *issuer,
-		RedirectURL:        *publicURL + "/auth/callback",
-		InitialAccessToken: *iat,
-		Store:              cs,
-		Logger:             log,
-	})
+	// startProvider returns the issuer to use: -issuer, or a new embedded
+	// development provider.
+	startProvider := func() (string, error) {
+		if *issuer != "" {
+			return *issuer, nil
+		}
+		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: *iat})
+		if err != nil {
+			return "", fmt.Errorf("start development provider: %w", err)
+		}
+		stops = append(stops, stop)
+		log.Warn("started an embedded DEVELOPMENT provider (not for production)", "issuer", op.Issuer())
+		return op.Issuer(), nil
+	}
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+
+	var mux *http.ServeMux
+	if *tenantIDs != "" {
+		mux, err = tenantsApp(strings.Split(*tenantIDs, ","), startProvider, *publicURL, *iat, *issuer == "", cs, log)
+	} else {
+		mux, err = singleApp(startProvider, *publicURL, *iat, cs, log)
+	}
 	if err != nil {
 		return err
 	}
-
-	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", rp.Require(http.HandlerFunc(home)))
-	mux.Handle("GET /me", rp.Require(http.HandlerFunc(me)))
-	mux.Handle("/logout", rp)
-	mux.Handle("/auth/callback", rp)
 
 	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -99,11 +108,87 @@ func run(args []string) error {
 		defer done()
 		_ = srv.Shutdown(shutdown)
 	}()
-	fmt.Printf("open %s/ in a browser (issuer %s)\n", *publicURL, *issuer)
+	if *tenantIDs != "" {
+		for _, id := range strings.Split(*tenantIDs, ",") {
+			fmt.Printf("open %s/t/%s/ in a browser\n", *publicURL, id)
+		}
+	} else {
+		fmt.Printf("open %s/ in a browser\n", *publicURL)
+	}
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+var stops []func()
+
+// singleApp protects the application with one relying party.
+func singleApp(startProvider func() (string, error), publicURL, iat string, cs oidcrp.CredentialStore, log *slog.Logger) (*http.ServeMux, error) {
+	issuer, err := startProvider()
+	if err != nil {
+		return nil, err
+	}
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:             issuer,
+		RedirectURL:        publicURL + "/auth/callback",
+		InitialAccessToken: iat,
+		Store:              cs,
+		Logger:             log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", rp.Require(http.HandlerFunc(home)))
+	mux.Handle("GET /me", rp.Require(http.HandlerFunc(me)))
+	mux.Handle("/logout", rp)
+	mux.Handle("/auth/callback", rp)
+	return mux, nil
+}
+
+// tenantsApp serves path-routed tenants /t/ID/…, each with its own provider
+// and client registration.
+func tenantsApp(ids []string, startProvider func() (string, error), publicURL, iat string, devProviders bool, cs oidcrp.CredentialStore, log *slog.Logger) (*http.ServeMux, error) {
+	issuers := map[string]string{}
+	for _, id := range ids {
+		iss, err := startProvider()
+		if err != nil {
+			return nil, err
+		}
+		issuers[id] = iss
+	}
+	tenants, err := oidcrp.NewTenants(oidcrp.TenantsConfig{
+		Resolve: func(r *http.Request) (oidcrp.Tenant, error) {
+			id := r.PathValue("tenant")
+			iss, ok := issuers[id]
+			if !ok {
+				return oidcrp.Tenant{}, fmt.Errorf("unknown tenant %q", id)
+			}
+			return oidcrp.Tenant{
+				ID: id, Issuer: iss, RedirectURL: publicURL + "/t/" + id + "/auth/callback", LogoutPath: "/t/" + id + "/logout",
+			}, nil
+		},
+		AllowIssuer: func(iss string) bool {
+			for _, known := range issuers {
+				if iss == known {
+					return true
+				}
+			}
+			return false
+		},
+		AllowPrivateNetworks: devProviders, // the embedded providers listen on loopback
+		Base:                 oidcrp.Config{Store: cs, InitialAccessToken: iat, Logger: log},
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /t/{tenant}/{$}", tenants.Require(http.HandlerFunc(home)))
+	mux.Handle("GET /t/{tenant}/me", tenants.Require(http.HandlerFunc(me)))
+	mux.Handle("/t/{tenant}/logout", tenants)
+	mux.Handle("/t/{tenant}/auth/callback", tenants)
+	return mux, nil
 }
 
 func credentialStore(spec string) (oidcrp.CredentialStore, error) {
@@ -120,8 +205,8 @@ var homePage = template.Must(template.New("home").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>oidcrp example</title></head>
 <body><h1>Hello, {{.Name}}</h1>
 <p>Subject <code>{{.Sub}}</code> at <code>{{.Iss}}</code>.</p>
-<p><a href="/me">Your claims as JSON</a></p>
-<form method="post" action="/logout"><button type="submit">Sign out</button></form>
+<p><a href="me">Your claims as JSON</a></p>
+<form method="post" action="{{.Logout}}"><button type="submit">Sign out</button></form>
 </body></html>
 `))
 
@@ -137,7 +222,11 @@ func home(w http.ResponseWriter, r *http.Request) {
 		name = u.Subject
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = homePage.Execute(w, map[string]string{"Name": name, "Sub": u.Subject, "Iss": u.Issuer})
+	logout := "/logout"
+	if t := r.PathValue("tenant"); t != "" {
+		logout = "/t/" + t + "/logout"
+	}
+	_ = homePage.Execute(w, map[string]string{"Name": name, "Sub": u.Subject, "Iss": u.Issuer, "Logout": logout})
 }
 
 func me(w http.ResponseWriter, r *http.Request) {

@@ -100,11 +100,60 @@ func TestExampleOutOfTheBox(t *testing.T) {
 func waitUp(t *testing.T, base string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get(base + "/logout?done"); err == nil {
+		if resp, err := http.Get(base + "/"); err == nil {
 			resp.Body.Close()
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("example did not start")
+}
+
+// TestExampleTenants runs the path-routed multi-tenant mode: each tenant
+// signs in at its own embedded provider, and one tenant's session does not
+// open the other's pages.
+func TestExampleTenants(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	go func() { _ = run([]string{"-addr", addr, "-tenants", "acme,globex"}) }()
+	base := "http://" + addr
+	waitUp(t, base+"/t/acme")
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	issuers := map[string]string{}
+	for _, tenant := range []string{"acme", "globex"} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/t/"+tenant+"/me", nil)
+		req.Header.Set("Accept", "text/html")
+		resp, err := browser.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		action := regexp.MustCompile(`action="([^"]+)"`).FindStringSubmatch(string(page))
+		reqID := regexp.MustCompile(`name="request_id" value="([^"]+)"`).FindStringSubmatch(string(page))
+		if action == nil || reqID == nil {
+			t.Fatalf("%s: no one-click form: %s", tenant, page)
+		}
+		target, _ := resp.Request.URL.Parse(strings.ReplaceAll(action[1], "&amp;", "&"))
+		post, err := browser.PostForm(target.String(), url.Values{"request_id": {reqID[1]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(post.Body)
+		post.Body.Close()
+		var me struct{ Sub, Iss string }
+		if err := json.Unmarshal(b, &me); err != nil || me.Sub != "demo-user" {
+			t.Fatalf("%s: after sign-in %d %s", tenant, post.StatusCode, b)
+		}
+		issuers[tenant] = me.Iss
+	}
+	if issuers["acme"] == issuers["globex"] {
+		t.Errorf("both tenants used one provider: %v", issuers)
+	}
 }
