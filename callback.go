@@ -174,6 +174,7 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 	case len(idt.Audience) != 1:
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience)}
 	}
+	extras := map[string]any{} // userinfo claims the ID token lacks
 	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
 		uctx, end := rp.span(ctx, OpUserInfo, c.creds.ClientID)
 		ui, err := c.provider.UserInfo(oidc.ClientContext(uctx, rp.httpClient), oauth2.StaticTokenSource(tok))
@@ -185,31 +186,33 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 		if err != nil {
 			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
 		}
-		extra := map[string]any{}
-		if err := ui.Claims(&extra); err != nil {
+		all := map[string]any{}
+		if err := ui.Claims(&all); err != nil {
 			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
 		}
-		for k, v := range extra {
+		for k, v := range all {
 			if _, ok := claims[k]; !ok {
-				claims[k] = v
+				extras[k] = v
 			}
 		}
 	}
-	expiry := idt.Expiry
+	u := &User{Issuer: idt.Issuer, Subject: std.Subject, Expiry: idt.Expiry, idToken: raw, sid: randomString()[:22]}
 	if rp.cfg.SessionLifetime > 0 {
-		expiry = rp.now().Add(rp.cfg.SessionLifetime)
+		u.Expiry = rp.now().Add(rp.cfg.SessionLifetime)
 	}
-	if rp.cfg.ClaimFilter != nil {
-		kept := maps.Clone(claims)
-		rp.cfg.ClaimFilter(kept)
-		claims = kept
+	if rp.cfg.ClaimFilter == nil {
+		// The ID token holds its claims: keep only what userinfo added.
+		u.layered = true
+		if len(extras) > 0 {
+			u.claims, _ = json.Marshal(extras)
+		}
+		return u, nil
 	}
+	maps.Copy(claims, extras)
+	rp.cfg.ClaimFilter(claims)
 	claims["iss"], claims["sub"] = idt.Issuer, std.Subject
-	cb, err := json.Marshal(claims)
-	if err != nil {
-		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
-	}
-	return &User{Issuer: idt.Issuer, Subject: std.Subject, Expiry: expiry, claims: cb, idToken: raw, sid: randomString()[:22]}, nil
+	u.claims, _ = json.Marshal(claims)
+	return u, nil
 }
 
 // restartLogin starts the attempt f again, once, after the provider rejected

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/oidcrp/oidcrp/internal/devop"
 )
 
@@ -1069,4 +1070,97 @@ func TestRotatedRegistrationTokenPersisted(t *testing.T) {
 	if got := e.op.Clients()[0].RegistrationAccessToken; string(stored.RegistrationAccessToken) != got {
 		t.Error("the rotated registration access token was not stored")
 	}
+}
+
+// TestSessionCookieSize logs in with the fixture claim set (sub, iss, email,
+// name, 10 groups, exp) and checks the session cookie stays within 2 KB.
+func TestSessionCookieSize(t *testing.T) {
+	claims := benchClaims()
+	delete(claims, "exp")
+	delete(claims, "iss")
+	e := newEnv(t, devop.Options{Claims: claims}, Config{})
+	e.login("/")
+	c := e.cookie("oidcrp")
+	if c == nil {
+		t.Fatal("no session cookie")
+	}
+	if n := len(c.Name) + 1 + len(c.Value); n > 2048 {
+		t.Errorf("session cookie is %d bytes, want ≤ 2048", n)
+	}
+	t.Logf("session cookie: %d bytes", len(c.Value))
+}
+
+// TestColdStartThousandRequests sends 1,000 concurrent first requests: one
+// discovery and one registration serve them all.
+func TestColdStartThousandRequests(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	h := e.app.Config.Handler
+	var wg sync.WaitGroup
+	var redirected atomic.Int32
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := httptest.NewRequest(http.MethodGet, e.app.URL+"/", nil)
+			req.Header.Set("Accept", html)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code == http.StatusFound {
+				redirected.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if s := e.op.Stats(); s.Discovery != 1 || s.Registration != 1 || redirected.Load() != 1000 {
+		t.Fatalf("1,000 first requests: %d discoveries, %d registrations, %d redirects", s.Discovery, s.Registration, redirected.Load())
+	}
+}
+
+func TestClaimFilterAndOversizedSessions(t *testing.T) {
+	big := map[string]any{"sub": "demo-user", "name": "Big", "blob": strings.Repeat("x", 6000), "groups": []any{"a", "b"}}
+
+	t.Run("filter", func(t *testing.T) {
+		e := newEnv(t, devop.Options{Claims: big}, Config{ClaimFilter: func(c map[string]any) { delete(c, "blob") }})
+		out := e.login("/")
+		claims := out["claims"].(map[string]any)
+		if _, ok := claims["blob"]; ok || claims["name"] != "Big" || claims["sub"] != "demo-user" {
+			t.Errorf("claims after filter: %v", claims)
+		}
+	})
+	t.Run("too large without a filter", func(t *testing.T) {
+		e := newEnv(t, devop.Options{Claims: big}, Config{})
+		hops := e.follow(e.get(e.app.URL+"/", html))
+		last := hops[len(hops)-1]
+		last.Body.Close()
+		if last.StatusCode != http.StatusInternalServerError || e.cookie("oidcrp") != nil {
+			t.Errorf("oversized session: %d", last.StatusCode)
+		}
+		if !strings.Contains(e.logs.String(), "ClaimFilter") {
+			t.Errorf("the log does not say what to do:\n%s", e.logs)
+		}
+	})
+	t.Run("server-side store", func(t *testing.T) {
+		store := sessions.NewFilesystemStore(t.TempDir(), []byte("0123456789abcdef0123456789abcdef"))
+		store.MaxLength(0)
+		e := newEnv(t, devop.Options{Claims: big}, Config{SessionStore: store})
+		out := e.login("/")
+		if claims := out["claims"].(map[string]any); claims["blob"] != big["blob"] {
+			t.Fatalf("server-side session lost claims")
+		}
+		if c := e.cookie("oidcrp"); c == nil || len(c.Value) > 1024 {
+			t.Errorf("server-side session cookie: %v", c)
+		}
+		// Logout deletes the server-side session: the old cookie no longer works.
+		old := e.cookie("oidcrp")
+		req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+		resp, _ := e.browser.Do(req)
+		resp.Body.Close()
+		req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
+		req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
+		resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("server-side session replayed after logout: %d", resp.StatusCode)
+		}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,18 +25,57 @@ type User struct {
 	Subject string    // the provider's identifier of the user ("sub")
 	Expiry  time.Time // when the session ends
 
-	claims  json.RawMessage
-	idToken string // raw ID token, kept for the logout hint when it fits
-	sid     string // session identifier, for revocation
+	claims  json.RawMessage // all claims, or with layered those the ID token lacks
+	idToken string          // raw ID token, for the logout hint; dropped when too large
+	layered bool            // the claims are the ID token's plus claims
+	sid     string          // session identifier, for revocation
 }
 
 // Claims decodes the user's claims (the ID token's, merged with userinfo's,
 // after Config.ClaimFilter) into v, as json.Unmarshal does.
 func (u *User) Claims(v any) error {
+	if u.layered {
+		payload, err := jwtPayload(u.idToken)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(payload, v); err != nil || len(u.claims) == 0 {
+			return err
+		}
+	}
 	if len(u.claims) == 0 {
 		return json.Unmarshal([]byte("{}"), v)
 	}
 	return json.Unmarshal(u.claims, v)
+}
+
+// jwtPayload decodes the payload of a compact JWS, whose signature was
+// verified when the session was made.
+func jwtPayload(raw string) ([]byte, error) {
+	_, rest, ok := strings.Cut(raw, ".")
+	payload, _, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return nil, errors.New("oidcrp: malformed ID token in session")
+	}
+	return base64.RawURLEncoding.DecodeString(payload)
+}
+
+// flatten replaces layered claims by the merged set, so the ID token can be
+// dropped.
+func (u *User) flatten() error {
+	if !u.layered {
+		return nil
+	}
+	all := map[string]any{}
+	if err := u.Claims(&all); err != nil {
+		return err
+	}
+	b, err := json.Marshal(all)
+	if err != nil {
+		return err
+	}
+	u.claims, u.layered = b, false
+	return nil
 }
 
 type userKey struct{}
@@ -55,10 +95,11 @@ type sessionJSON struct {
 	Expiry  int64           `json:"exp"`
 	IDToken string          `json:"idt,omitempty"`
 	Claims  json.RawMessage `json:"c,omitempty"`
+	Layered bool            `json:"l,omitempty"`
 }
 
 func (u *User) encode() []byte {
-	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims})
+	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims, Layered: u.layered})
 	return b
 }
 
@@ -67,10 +108,10 @@ func decodeUser(b []byte) (*User, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, err
 	}
-	if s.ID == "" || s.Issuer == "" || s.Subject == "" {
+	if s.ID == "" || s.Issuer == "" || s.Subject == "" || (s.Layered && s.IDToken == "") {
 		return nil, errors.New("incomplete session")
 	}
-	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, sid: s.ID}, nil
+	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, layered: s.Layered, sid: s.ID}, nil
 }
 
 // sealer encrypts and authenticates cookie values with AES-256-GCM. The
@@ -361,7 +402,7 @@ func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User) erro
 		return err
 	}
 	value := s.seal("session", rp.bind(rp.cfg.SessionName), u.encode())
-	if len(value) > maxCookieBytes && u.idToken != "" {
+	if len(value) > maxCookieBytes && u.idToken != "" && u.flatten() == nil {
 		u.idToken = "" // logout falls back to client_id
 		value = s.seal("session", rp.bind(rp.cfg.SessionName), u.encode())
 	}
