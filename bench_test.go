@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,5 +244,70 @@ func BenchmarkTenantMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/tenant")
 		runtime.KeepAlive(ts)
+	}
+}
+
+// BenchmarkLoopbackLoad serves the same handler over loopback HTTP with and
+// without Require (authenticated requests) for a fixed time each, in
+// alternating rounds, and reports requests per second of each and their
+// ratio. It sends traffic to 127.0.0.1 only and stops by itself.
+func BenchmarkLoopbackLoad(b *testing.B) {
+	const (
+		clients = 8
+		round   = 700 * time.Millisecond
+		rounds  = 3
+	)
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
+	rp, authed := benchRP(b)
+	servers := map[string]*httptest.Server{
+		"bare":      httptest.NewServer(hello),
+		"protected": httptest.NewServer(rp.Require(hello)),
+	}
+	for _, s := range servers {
+		defer s.Close()
+	}
+	run := func(s *httptest.Server) float64 {
+		tr := &http.Transport{MaxIdleConnsPerHost: clients}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		var n atomic.Int64
+		deadline := time.Now().Add(round)
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					req, _ := http.NewRequest(http.MethodGet, s.URL+"/page", nil)
+					for _, c := range authed.Cookies() {
+						req.AddCookie(c)
+					}
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+					n.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(n.Load()) / round.Seconds()
+	}
+	for b.Loop() {
+		var bare, protected float64
+		for range rounds {
+			bare += run(servers["bare"])
+			protected += run(servers["protected"])
+		}
+		b.ReportMetric(bare/rounds, "bare-req/s")
+		b.ReportMetric(protected/rounds, "protected-req/s")
+		b.ReportMetric(protected/bare, "ratio")
 	}
 }

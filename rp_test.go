@@ -1164,3 +1164,20 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 	})
 }
+
+func TestCookieValueMatchesNetHTTP(t *testing.T) {
+	for _, header := range []string{
+		"oidcrp=abc", "a=1; oidcrp=abc; b=2", "oidcrpx=no; oidcrp=yes", "xoidcrp=no", "oidcrp=", " oidcrp=v ;x=y",
+		"oidcrp=first; oidcrp=second", "", "oidcrp", "a=b;;oidcrp=c",
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("Cookie", header)
+		want := ""
+		if c, err := req.Cookie("oidcrp"); err == nil {
+			want = c.Value
+		}
+		if got := cookieValue(req, "oidcrp"); got != want {
+			t.Errorf("Cookie %q: %q, net/http says %q", header, got, want)
+		}
+	}
+}
