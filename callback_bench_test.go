@@ -166,4 +166,3 @@ func BenchmarkCallback(b *testing.B) {
 		b.ReportMetric(float64(op.tokens.Load()-before)/float64(b.N), "requests/op")
 	})
 }
-

@@ -8,6 +8,10 @@
 //			return mystore.New(t.TempDir())
 //		})
 //	}
+//
+// A store whose locks are leases, which expire when their holder stops
+// renewing them (as a store shared over a network needs), also calls
+// RunLease, which checks expiry, renewal and fencing across replicas.
 package storetest
 
 import (
@@ -476,4 +480,226 @@ func testLockKeysIndependent(t *testing.T, s oidcrp.CredentialStore, l oidcrp.Lo
 	b := mustLock(t, l, "https://op.example/b")
 	defer b()
 	wantLockBlocked(t, l, "https://op.example/a")
+}
+
+// LeaseOptions describes the stores RunLease tests: stores whose locks are
+// leases, which expire when their holder stops renewing them.
+type LeaseOptions struct {
+	// TTL is the lease duration of the stores newStore and Replica return:
+	// how long a lock outlives its holder's last renewal. Keep it short,
+	// such as half a second, since the tests wait for several multiples of
+	// it; it must be positive.
+	TTL time.Duration
+
+	// Replica returns another value of the store s, sharing its backend and
+	// data as a second process or replica of an application would open it,
+	// with its own connections and its own lease state. Required.
+	Replica func(t *testing.T, s oidcrp.CredentialStore) oidcrp.CredentialStore
+
+	// Stall makes s stop renewing the leases it holds, now and later,
+	// without releasing them, as if its process had frozen or crashed: each
+	// lease then expires TTL after its last renewal. Everything else keeps
+	// working, and unlock functions still return. Required.
+	Stall func(s oidcrp.CredentialStore)
+}
+
+// RunLease runs tests of lease expiry, renewal and fencing against stores
+// made by newStore, which is called once per subtest and must return an
+// empty store that implements oidcrp.Locker, isolated from every other store
+// it returns. Stores sharing a backend are made with opts.Replica. Run the
+// conformance tests of Run as well.
+func RunLease(t *testing.T, newStore func(t *testing.T) oidcrp.CredentialStore, opts LeaseOptions) {
+	t.Helper()
+	if opts.TTL <= 0 || opts.Replica == nil || opts.Stall == nil {
+		t.Fatal("storetest.RunLease: LeaseOptions needs a positive TTL, Replica and Stall")
+	}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s oidcrp.CredentialStore, opts LeaseOptions)
+	}{
+		{"Expiry", testLeaseExpiry},
+		{"Fencing", testLeaseFencing},
+		{"Renewal", testLeaseRenewal},
+		{"ReplicasExclusion", testLeaseReplicasExclusion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			if _, ok := s.(oidcrp.Locker); !ok {
+				t.Fatalf("%T does not implement oidcrp.Locker", s)
+			}
+			tt.fn(t, s, opts)
+		})
+	}
+}
+
+// replica returns another value of s's store as a Locker.
+func replica(t *testing.T, s oidcrp.CredentialStore, opts LeaseOptions) (oidcrp.CredentialStore, oidcrp.Locker) {
+	t.Helper()
+	r := opts.Replica(t, s)
+	l, ok := r.(oidcrp.Locker)
+	if !ok {
+		t.Fatalf("replica %T does not implement oidcrp.Locker", r)
+	}
+	return r, l
+}
+
+// lockWithin takes the lock named key, failing the test if that takes
+// longer than limit, and returns how long it took.
+func lockWithin(t *testing.T, l oidcrp.Locker, key string, limit time.Duration) (unlock func(), took time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
+	defer cancel()
+	start := time.Now()
+	unlock, err := l.Lock(ctx, key)
+	took = time.Since(start)
+	if err != nil {
+		t.Fatalf("Lock(%q) after %v: %v", key, took.Round(time.Millisecond), err)
+	}
+	return unlock, took
+}
+
+// wantLockLost checks that err wraps oidcrp.ErrLockLost.
+func wantLockLost(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, oidcrp.ErrLockLost) {
+		t.Fatalf("%s by a holder whose lease passed to another = %v, want an error matching ErrLockLost", what, err)
+	}
+}
+
+// testLeaseExpiry checks that the lease of a holder that stops renewing it
+// passes to a waiting replica after about TTL, and not much sooner.
+func testLeaseExpiry(t *testing.T, s oidcrp.CredentialStore, opts LeaseOptions) {
+	const key = "https://op.example"
+	_, other := replica(t, s, opts)
+	held := mustLock(t, s.(oidcrp.Locker), key)
+	defer held()
+	opts.Stall(s)
+	start := time.Now()
+	unlock, _ := lockWithin(t, other, key, 2*opts.TTL+hangTimeout)
+	defer unlock()
+	took := time.Since(start)
+	t.Logf("a replica took the stalled lease after %v (TTL %v)", took.Round(time.Millisecond), opts.TTL)
+	if took < opts.TTL/2 {
+		t.Fatalf("a replica took the lock %v after its holder stalled, before the lease could expire (TTL %v)", took, opts.TTL)
+	}
+	if limit := 2*opts.TTL + time.Second; took > limit {
+		t.Fatalf("a replica took the lock %v after its holder stalled, want at most %v (TTL %v)", took, limit, opts.TTL)
+	}
+}
+
+// testLeaseFencing checks that a holder whose lease passed to a replica can
+// no longer write the key it locked, that its unlock leaves the successor's
+// lock alone, and that its other keys are unaffected.
+func testLeaseFencing(t *testing.T, old oidcrp.CredentialStore, opts LeaseOptions) {
+	const key = "https://op.example"
+	mustSave(t, old, key, []byte("original"))
+	mustSave(t, old, "other", []byte("other"))
+	stale := mustLock(t, old.(oidcrp.Locker), key)
+	if err := old.Save(t.Context(), key, []byte("by the first holder")); err != nil {
+		t.Fatalf("Save by the lease holder: %v", err)
+	}
+	opts.Stall(old)
+
+	next, nextLocker := replica(t, old, opts)
+	successor, _ := lockWithin(t, nextLocker, key, 2*opts.TTL+hangTimeout)
+	defer successor()
+	wantValue(t, next, key, []byte("by the first holder"))
+
+	wantLockLost(t, "Save", old.Save(t.Context(), key, []byte("stale")))
+	wantLockLost(t, "Delete", old.Delete(t.Context(), key))
+	wantValue(t, next, key, []byte("by the first holder"))
+	mustSave(t, next, key, []byte("by the successor"))
+	wantLockLost(t, "Save after the successor's", old.Save(t.Context(), key, []byte("stale")))
+	wantLockLost(t, "Delete after the successor's Save", old.Delete(t.Context(), key))
+	wantValue(t, next, key, []byte("by the successor"))
+	wantValue(t, old, key, []byte("by the successor"))
+
+	// Keys the old holder did not lock are not fenced.
+	mustSave(t, old, "other", []byte("still writable"))
+	wantValue(t, next, "other", []byte("still writable"))
+
+	// The old holder's unlock must not release the successor's lock.
+	withinTimeout(t, "unlock of a lost lease", stale)
+	_, third := replica(t, old, opts)
+	wantLockBlocked(t, third, key)
+	wantLockBlocked(t, old.(oidcrp.Locker), key)
+	withinTimeout(t, "unlock", successor)
+	lockWithin(t, third, key, hangTimeout) // released, not expired
+}
+
+// testLeaseRenewal checks that a live holder keeps its lease well past TTL
+// and that unlock releases it at once rather than letting it expire.
+func testLeaseRenewal(t *testing.T, s oidcrp.CredentialStore, opts LeaseOptions) {
+	const key = "https://op.example"
+	unlock := mustLock(t, s.(oidcrp.Locker), key)
+	_, other := replica(t, s, opts)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*opts.TTL)
+	defer cancel()
+	var got func()
+	var err error
+	withinTimeout(t, "Lock of a renewed lease", func() { got, err = other.Lock(ctx, key) })
+	if err == nil {
+		got()
+		t.Fatalf("a replica took the lock within 3×TTL (%v) while its holder was alive", 3*opts.TTL)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lock of a held lease with an expiring context = %v, want an error matching context.DeadlineExceeded", err)
+	}
+	if err := s.Save(t.Context(), key, []byte("renewed")); err != nil {
+		t.Fatalf("Save by a holder after 3×TTL: %v", err)
+	}
+	withinTimeout(t, "unlock", unlock)
+	next, took := lockWithin(t, other, key, hangTimeout)
+	defer next()
+	if took > opts.TTL*3/4 {
+		t.Fatalf("a replica waited %v for a released lease (TTL %v): unlock should release it, not let it expire", took, opts.TTL)
+	}
+}
+
+// testLeaseReplicasExclusion checks mutual exclusion between replicas.
+func testLeaseReplicasExclusion(t *testing.T, s oidcrp.CredentialStore, opts LeaseOptions) {
+	const replicas, workers = 3, 10
+	const key = "registration"
+	stores := []oidcrp.CredentialStore{s}
+	for len(stores) < replicas {
+		r, _ := replica(t, s, opts)
+		stores = append(stores, r)
+	}
+	var holders atomic.Int32
+	var wg sync.WaitGroup
+	for _, st := range stores {
+		for range workers {
+			wg.Go(func() {
+				ctx := t.Context()
+				unlock, err := st.(oidcrp.Locker).Lock(ctx, key)
+				if err != nil {
+					t.Errorf("Lock: %v", err)
+					return
+				}
+				defer unlock()
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d replicas hold the lock at once", n)
+				}
+				defer holders.Add(-1)
+				n, err := loadCounter(ctx, st, "counter")
+				if err != nil {
+					t.Errorf("Load: %v", err)
+					return
+				}
+				if err := st.Save(ctx, "counter", []byte(strconv.Itoa(n+1))); err != nil {
+					t.Errorf("Save: %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	n, err := loadCounter(t.Context(), s, "counter")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if n != replicas*workers {
+		t.Fatalf("counter = %d after %d locked increments", n, replicas*workers)
+	}
 }
