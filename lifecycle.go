@@ -17,6 +17,7 @@ const (
 	renewRetry      = 30 * time.Second // next renewal attempt after one failed while the old secret still works
 	reregisterEvery = 30 * time.Second // at most one replacement of a rejected registration per period
 	verifyEvery     = 10 * time.Second // at most one "does the client still exist" check per period
+	checkEvery      = time.Hour        // periodic check of the registration while logins happen
 	cleanupTimeout  = 10 * time.Second
 )
 
@@ -95,6 +96,7 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 		// them in this process and report the store failure loudly.
 		rp.log.Error("oidcrp: storing client credentials failed; they live in this process only", "client_id", fresh.ClientID, "err", err)
 	}
+	rp.cleanupSuperseded(ctx)
 	return fresh, rp.renewAt(fresh), nil
 }
 
@@ -183,10 +185,80 @@ func (rp *RP) deleteSuperseded(ctx context.Context, old *Credentials) {
 	err := rp.registrar().remove(ctx, old)
 	end(err)
 	if err != nil {
-		rp.log.Warn("oidcrp: could not delete the superseded registration", "client_id", old.ClientID, "err", err)
+		rp.log.Warn("oidcrp: could not delete the superseded registration; recorded for later", "client_id", old.ClientID, "err", err)
+		rp.recordSuperseded(ctx, old)
 		return
 	}
 	rp.log.Info("oidcrp: deleted the superseded registration", "client_id", old.ClientID)
+}
+
+// supersededKey keeps replaced registrations not yet deleted at the provider.
+func (rp *RP) supersededKey() string { return rp.cfg.StoreKey + "#superseded" }
+
+// recordSuperseded adds old to the registrations to delete later.
+func (rp *RP) recordSuperseded(ctx context.Context, old *Credentials) {
+	list, _ := rp.loadSuperseded(ctx)
+	list = append(list, old)
+	if err := rp.saveSuperseded(ctx, list); err != nil {
+		rp.log.Error("oidcrp: recording a superseded registration failed; it may be left at the provider", "client_id", old.ClientID, "err", err)
+	}
+}
+
+// cleanupSuperseded deletes recorded superseded registrations at the
+// provider and forgets those that are gone.
+func (rp *RP) cleanupSuperseded(ctx context.Context) {
+	list, err := rp.loadSuperseded(ctx)
+	if err != nil || len(list) == 0 {
+		return
+	}
+	var left []*Credentials
+	for _, old := range list {
+		dctx, end := rp.span(ctx, OpRegistrationDelete, old.ClientID)
+		err := rp.registrar().remove(dctx, old)
+		end(err)
+		if err != nil {
+			left = append(left, old)
+			continue
+		}
+		rp.log.Info("oidcrp: deleted a superseded registration", "client_id", old.ClientID)
+	}
+	if err := rp.saveSuperseded(ctx, left); err != nil {
+		rp.log.Warn("oidcrp: updating superseded registrations failed", "err", err)
+	}
+}
+
+func (rp *RP) loadSuperseded(ctx context.Context) ([]*Credentials, error) {
+	b, err := rp.cfg.Store.Load(ctx, rp.supersededKey())
+	if err != nil {
+		return nil, err
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%w: superseded registrations: %v", ErrCorruptStore, err)
+	}
+	var list []*Credentials
+	for _, r := range raw {
+		if c, err := decodeCredentials(r); err == nil {
+			list = append(list, c)
+		}
+	}
+	return list, nil
+}
+
+func (rp *RP) saveSuperseded(ctx context.Context, list []*Credentials) error {
+	if len(list) == 0 {
+		return rp.cfg.Store.Delete(ctx, rp.supersededKey())
+	}
+	raw := make([]json.RawMessage, 0, len(list))
+	for _, c := range list {
+		b, err := encodeCredentials(c)
+		if err != nil {
+			return err
+		}
+		raw = append(raw, b)
+	}
+	b, _ := json.Marshal(raw)
+	return rp.cfg.Store.Save(ctx, rp.supersededKey(), b)
 }
 
 // traced runs a registration operation as a span.
@@ -240,10 +312,22 @@ func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credent
 		}
 		return c, true
 	}
-	fresh, err := rp.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*Credentials, error) {
-		return rp.registrar().read(ctx, c)
-	})
+	read := func(c *Credentials) (*Credentials, error) {
+		return rp.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*Credentials, error) {
+			return rp.registrar().read(ctx, c)
+		})
+	}
+	fresh, err := read(c)
 	var re *RegistrationError
+	if errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized {
+		// A peer sharing the store may have rotated the token (RFC 7592
+		// update or read): retry with what the store holds now.
+		if stored, lerr := rp.loadCredentials(ctx); lerr == nil && stored != nil && stored.ClientID == c.ClientID &&
+			stored.RegistrationAccessToken != c.RegistrationAccessToken {
+			c = stored
+			fresh, err = read(c)
+		}
+	}
 	switch {
 	case errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized:
 		rp.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
@@ -328,7 +412,9 @@ func (rp *RP) replaceRejected(ctx context.Context, c *conn) bool {
 // stored credentials (unless a peer already replaced them) and the
 // connection, so that the next request registers anew.
 func (rp *RP) forget(ctx context.Context, c *conn) {
-	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == c.creds.ClientID {
+	// Only the credentials that were refused: a peer may have renewed them.
+	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == c.creds.ClientID &&
+		stored.RegistrationAccessToken == c.creds.RegistrationAccessToken && stored.ClientSecret == c.creds.ClientSecret {
 		if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
 			rp.log.Error("oidcrp: deleting rejected credentials failed", "err", err)
 		}
@@ -370,6 +456,15 @@ func (rp *RP) verifyBeforeLogin(ctx context.Context, c *conn) {
 	}
 	rp.lastVerify = rp.now()
 	rp.verifyMu.Unlock()
+	rp.verify(ctx, c)
+}
+
+// verify checks c's registration at the provider: a forgotten client is
+// dropped so the next login registers anew, rotated values are adopted.
+func (rp *RP) verify(ctx context.Context, c *conn) {
+	if rp.cfg.ClientID != "" {
+		return
+	}
 	cur, alive := rp.checkRegistration(ctx, c.disc, c.creds)
 	rp.verifyMu.Lock()
 	defer rp.verifyMu.Unlock()
@@ -411,6 +506,7 @@ func (rp *RP) Decommission(ctx context.Context) error {
 		}
 		rp.log.Info("oidcrp: decommissioned client", "client_id", creds.ClientID)
 	}
+	rp.cleanupSuperseded(ctx)
 	if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
 		return fmt.Errorf("oidcrp: decommission: %w", err)
 	}

@@ -2,6 +2,7 @@ package oidcrp
 
 import (
 	"crypto/subtle"
+	"encoding/json"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -66,9 +67,11 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 	state := randomString()
 	http.SetCookie(w, rp.cookie(logoutCookie, s.seal("logout", rp.bind(logoutCookie), []byte(state)), rp.cfg.LogoutPath, rp.now().Add(flowLifetime)))
 	q := url.Values{"post_logout_redirect_uri": {rp.cfg.PostLogoutRedirectURL}, "state": {state}}
-	if u != nil && u.idToken != "" {
+	if u != nil && u.idToken != "" && tokenAudience(u.idToken) == c.creds.ClientID {
 		q.Set("id_token_hint", u.idToken)
 	} else {
+		// No hint, or one issued to a client since replaced, which the
+		// provider would refuse.
 		q.Set("client_id", c.creds.ClientID)
 	}
 	target := c.disc.EndSessionEndpoint
@@ -78,6 +81,29 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 		target += "?" + q.Encode()
 	}
 	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// tokenAudience returns the single audience of a JWT, or "".
+func tokenAudience(raw string) string {
+	payload, err := jwtPayload(raw)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Aud json.RawMessage `json:"aud"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return ""
+	}
+	var one string
+	if json.Unmarshal(c.Aud, &one) == nil {
+		return one
+	}
+	var list []string
+	if json.Unmarshal(c.Aud, &list) == nil && len(list) == 1 {
+		return list[0]
+	}
+	return ""
 }
 
 // loggedOut is where the provider returns the browser after logout.

@@ -112,10 +112,18 @@ type conn struct {
 // needed. Concurrent callers share one attempt; after a failure, callers get
 // the failure without a new attempt until a backoff has passed.
 func (rp *RP) conn(ctx context.Context) (*conn, error) {
-	if c := rp.cur.Load(); c != nil && (c.renewAt.IsZero() || rp.now().Before(c.renewAt)) {
+	now := rp.now()
+	if c := rp.cur.Load(); c != nil && (c.renewAt.IsZero() || now.Before(c.renewAt)) {
+		if next := rp.nextCheck.Load(); next != 0 && now.UnixNano() >= next && rp.nextCheck.CompareAndSwap(next, now.Add(checkEvery).UnixNano()) {
+			go rp.verify(context.WithoutCancel(ctx), c) // periodic: does the provider still know us?
+		}
 		return c, nil
 	}
-	return rp.setup.do(ctx, rp.now, rp.connect)
+	c, err := rp.setup.do(ctx, rp.now, rp.connect)
+	if err == nil {
+		rp.nextCheck.CompareAndSwap(0, now.Add(checkEvery).UnixNano())
+	}
+	return c, err
 }
 
 // connect discovers (once) and obtains credentials.

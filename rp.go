@@ -173,6 +173,7 @@ type RP struct {
 
 	sessions *sessionCache
 
+	nextCheck   atomic.Int64 // unix nanoseconds of the next periodic registration check; 0 before setup
 	verifyMu    sync.Mutex
 	lastVerify  time.Time // last check that the registration still exists
 	lastRenewal time.Time // last registration replaced because the provider rejected it

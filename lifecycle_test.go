@@ -1,0 +1,157 @@
+package oidcrp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oidcrp/oidcrp/internal/devop"
+)
+
+func TestDecommission(t *testing.T) {
+	store := NewMemoryStore()
+	e := newEnv(t, devop.Options{}, Config{Store: store})
+	e.login("/")
+	if err := e.rp.Decommission(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.op.Stats(); s.RegistrationDelete != 1 || len(e.op.Clients()) != 0 {
+		t.Fatalf("not deleted at the provider: %+v", s)
+	}
+	if _, err := store.Load(context.Background(), e.rp.cfg.StoreKey); !errors.Is(err, ErrNotFound) {
+		t.Errorf("credentials still stored: %v", err)
+	}
+	// The next login registers anew.
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	if s := e.op.Stats(); s.Registration != 2 {
+		t.Errorf("registrations after decommission and login: %d", s.Registration)
+	}
+}
+
+func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	e.login("/")
+	old := e.rp.cur.Load().creds
+	// Another application instance on its own store finds the old client
+	// recorded as superseded (its deletion had failed): its next
+	// registration deletes it.
+	other := e.newRP(Config{Store: NewMemoryStore()})
+	other.recordSuperseded(context.Background(), old)
+	if err := other.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clients := e.op.Clients()
+	if len(clients) != 1 || clients[0].ID == old.ClientID {
+		t.Fatalf("superseded client left at the provider: %+v", clients)
+	}
+	if list, _ := other.loadSuperseded(context.Background()); len(list) != 0 {
+		t.Errorf("%d superseded registrations still recorded", len(list))
+	}
+}
+
+func TestPeriodicRegistrationCheck(t *testing.T) {
+	e := newEnv(t, devop.Options{IDTokenLifetime: 3 * checkEvery}, Config{})
+	e.login("/")
+	e.op.ForgetClients()
+	e.clock.Advance(checkEvery + time.Second)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	// This login starts with the forgotten client (the provider shows an
+	// error page) but triggers the periodic check in the background…
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.rp.Status().Ready && e.rp.cur.Load().renewAt.IsZero() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// …so the next one registers anew and succeeds.
+	e.browser.Jar, _ = cookiejar.New(nil)
+	if out := e.login("/"); out["sub"] != "demo-user" {
+		t.Fatalf("after the periodic check: %v", out)
+	}
+	if s := e.op.Stats(); s.Registration != 2 || s.RegistrationRead == 0 {
+		t.Errorf("stats %+v: want a read and a second registration", s)
+	}
+}
+
+// TestFileStoreProcessesRegisterOnce runs 3 processes with 50 concurrent
+// first requests each, sharing one FileStore: one registration in all.
+func TestFileStoreProcessesRegisterOnce(t *testing.T) {
+	if os.Getenv("OIDCRP_CHILD_ISSUER") != "" {
+		return // the child's work is in TestFileStoreChildProcess
+	}
+	op := devop.New(devop.Options{})
+	srv := httptest.NewServer(op) // plain HTTP on loopback: the children need no certificate
+	defer srv.Close()
+	op.SetIssuer(srv.URL)
+	path := filepath.Join(t.TempDir(), "creds.json")
+	var wg sync.WaitGroup
+	outs := make([]string, 3)
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestFileStoreChildProcess$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "OIDCRP_CHILD_ISSUER="+op.Issuer(), "OIDCRP_CHILD_STORE="+path)
+			out, err := cmd.CombinedOutput()
+			outs[i], errs[i] = string(out), err
+		}()
+	}
+	wg.Wait()
+	ids := map[string]bool{}
+	for i := range 3 {
+		if errs[i] != nil {
+			t.Fatalf("process %d: %v\n%s", i, errs[i], outs[i])
+		}
+		for _, line := range strings.Split(outs[i], "\n") {
+			if id, ok := strings.CutPrefix(line, "CLIENT "); ok {
+				ids[id] = true
+			}
+		}
+	}
+	if s := op.Stats(); s.Registration != 1 || len(ids) != 1 {
+		t.Fatalf("3 processes × 50 requests: %d registrations, client ids %v", s.Registration, ids)
+	}
+}
+
+func TestFileStoreChildProcess(t *testing.T) {
+	issuer := os.Getenv("OIDCRP_CHILD_ISSUER")
+	if issuer == "" {
+		t.Skip("runs as a child of TestFileStoreProcessesRegisterOnce")
+	}
+	rp, err := New(Config{Issuer: issuer, RedirectURL: "http://127.0.0.1:1/cb", Store: NewFileStore(os.Getenv("OIDCRP_CHILD_STORE")),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := rp.Require(http.NotFoundHandler())
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)
+			req.Header.Set("Accept", html)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != http.StatusFound {
+				t.Errorf("first request: %d %s", w.Code, w.Body)
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("CLIENT %s\n", rp.ClientID())
+}
