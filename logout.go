@@ -43,8 +43,9 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
-	_, end := rp.span(r.Context(), OpLogout, rp.ClientID())
+	ctx, end := rp.span(r.Context(), OpLogout, rp.ClientID())
 	defer end(nil)
+	r = r.WithContext(ctx)
 	u := rp.currentUser(r)
 	rp.endSession(w, r, u)
 	if u != nil {

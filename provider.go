@@ -115,7 +115,7 @@ func (rp *RP) conn(ctx context.Context) (*conn, error) {
 	now := rp.now()
 	if c := rp.cur.Load(); c != nil && (c.renewAt.IsZero() || now.Before(c.renewAt)) {
 		if next := rp.nextCheck.Load(); next != 0 && now.UnixNano() >= next && rp.nextCheck.CompareAndSwap(next, now.Add(checkEvery).UnixNano()) {
-			go rp.verify(context.WithoutCancel(ctx), c) // periodic: does the provider still know us?
+			go rp.verify(context.Background(), c) // periodic (its own trace): does the provider still know us?
 		}
 		return c, nil
 	}
