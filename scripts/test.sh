@@ -2,7 +2,8 @@
 # Runs the whole test suite: formatting, vet, and `go test -race` for every
 # module, including the integration tests against a real OpenID Provider
 # (panva's oidc-provider, pinned in interop/package-lock.json).
-# Installs what is missing: Node.js and npm (apt-get, when root), npm packages.
+# Installs what is missing: Node.js and npm (apt-get, when root), npm packages,
+# and redis-server (apt-get), which it starts on a loopback port and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,13 @@ fi
 
 if [ ! -d interop/node_modules/oidc-provider ]; then
   (cd interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Redis for the redisstore tests and the example, unless the caller points at one.
+if [ -z "${OIDCRP_REDIS_ADDR:-}" ]; then
+  redis_env=$(scripts/redis.sh start)   # plain assignment so set -e catches a failure
+  export "$redis_env"
+  trap 'scripts/redis.sh stop' EXIT
 fi
 
 modules=$(git ls-files '*go.mod' 2>/dev/null | xargs -n1 dirname 2>/dev/null || echo .)
