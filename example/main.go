@@ -32,6 +32,8 @@ import (
 
 	"github.com/oidcrp/oidcrp"
 	"github.com/oidcrp/oidcrp/internal/devop"
+	"github.com/oidcrp/oidcrp/redisstore"
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -52,7 +54,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("example", flag.ContinueOnError)
 	issuer := fs.String("issuer", env("OIDC_ISSUER", ""), "OpenID Provider issuer URL; empty starts the embedded development provider (env OIDC_ISSUER)")
 	addr := fs.String("addr", env("ADDR", "127.0.0.1:8080"), "listen address (env ADDR)")
-	store := fs.String("store", env("CREDENTIAL_STORE", "memory"), "credential store: memory or file:PATH (env CREDENTIAL_STORE)")
+	store := fs.String("store", env("CREDENTIAL_STORE", "memory"), "credential store: memory, file:PATH or redis://HOST:PORT/DB (env CREDENTIAL_STORE)")
 	iat := fs.String("initial-access-token", env("OIDC_INITIAL_ACCESS_TOKEN", ""), "initial access token for registration (env OIDC_INITIAL_ACCESS_TOKEN)")
 	publicURL := fs.String("public-url", env("PUBLIC_URL", ""), "URL the browser uses to reach this app; default http://ADDR (env PUBLIC_URL)")
 	tenantIDs := fs.String("tenants", env("TENANTS", ""), "comma-separated tenant IDs: serve path-routed tenants at /t/ID/, each with its own embedded development provider unless -issuer is set (env TENANTS)")
@@ -197,8 +199,14 @@ func credentialStore(spec string) (oidcrp.CredentialStore, error) {
 		return oidcrp.NewMemoryStore(), nil
 	case strings.HasPrefix(spec, "file:") && len(spec) > len("file:"):
 		return oidcrp.NewFileStore(strings.TrimPrefix(spec, "file:")), nil
+	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://"):
+		opts, err := redis.ParseURL(spec)
+		if err != nil {
+			return nil, fmt.Errorf("-store %q: %w", spec, err)
+		}
+		return redisstore.New(redis.NewClient(opts), redisstore.Options{}), nil
 	}
-	return nil, fmt.Errorf("unknown -store %q: use memory or file:PATH", spec)
+	return nil, fmt.Errorf("unknown -store %q: use memory, file:PATH or redis://HOST:PORT/DB", spec)
 }
 
 var homePage = template.Must(template.New("home").Parse(`<!doctype html>

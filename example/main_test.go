@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -107,6 +108,64 @@ func waitUp(t *testing.T, base string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("example did not start")
+}
+
+// TestExampleRedisStore runs the example with -store redis://… against the
+// redis-server the test script starts, signs in, and finds the credentials
+// in Redis.
+func TestExampleRedisStore(t *testing.T) {
+	addr := os.Getenv("OIDCRP_REDIS_ADDR")
+	if addr == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("OIDCRP_REDIS_ADDR is not set: run ./scripts/test.sh, which starts redis-server")
+		}
+		t.Skip("OIDCRP_REDIS_ADDR not set; ./scripts/test.sh starts redis-server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := l.Addr().String()
+	l.Close()
+	go func() { _ = run([]string{"-addr", app, "-store", "redis://" + addr + "/0"}) }()
+	base := "http://" + app
+	waitUp(t, base)
+	if sub := signIn(t, base+"/me"); sub != "demo-user" {
+		t.Fatalf("signed in as %q", sub)
+	}
+}
+
+// signIn follows a browser navigation to target through the development
+// provider's one-click page and returns the subject /me reports.
+func signIn(t *testing.T, target string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	req, _ := http.NewRequest(http.MethodGet, target, nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	action := regexp.MustCompile(`action="([^"]+)"`).FindStringSubmatch(string(page))
+	reqID := regexp.MustCompile(`name="request_id" value="([^"]+)"`).FindStringSubmatch(string(page))
+	if action == nil || reqID == nil {
+		t.Fatalf("no one-click form: %d %s", resp.StatusCode, page)
+	}
+	next, _ := resp.Request.URL.Parse(strings.ReplaceAll(action[1], "&amp;", "&"))
+	post, err := browser.PostForm(next.String(), url.Values{"request_id": {reqID[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(post.Body)
+	post.Body.Close()
+	var me struct{ Sub string }
+	if err := json.Unmarshal(b, &me); err != nil {
+		t.Fatalf("after sign-in: %d %s", post.StatusCode, b)
+	}
+	return me.Sub
 }
 
 // TestExampleTenants runs the path-routed multi-tenant mode: each tenant
