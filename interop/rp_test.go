@@ -1215,13 +1215,12 @@ func TestRPLogoutWithExpiredIDTokenHint(t *testing.T) {
 	logoutChecks(t, a, b, b.cookie(a.URL, sessionCookie))
 }
 
-// BUG (root package, logout.go): after the RP replaced its registration (here
-// because the provider restarted and forgot the client), a user whose session
-// dates from the old client signs out with an id_token_hint issued to that
-// old client. The provider refuses the hint ("unrecognized id_token_hint
-// audience", 400 on its own error page), so the user never comes back to the
-// application's "signed out" page. The RP knows the hint is stale: the ID
-// token's aud is not the client_id it now uses.
+// TestRPLogoutAfterReregistration: after the RP replaced its registration
+// (here because the provider restarted and forgot the client), a user whose
+// session dates from the old client signs out. The provider would refuse an
+// id_token_hint issued to the old client ("unrecognized id_token_hint
+// audience", on its own error page), so the RP sends client_id instead and
+// the user comes back to the application's "signed out" page.
 func TestRPLogoutAfterReregistration(t *testing.T) {
 	t.Parallel()
 	op := interop.Start(t, interop.Options{})
@@ -1271,17 +1270,15 @@ func lastLine(logs, prefix string) string {
 	return out
 }
 
-// BUG (root package, lifecycle.go): two replicas share one credential store
-// during a rolling deploy that changes the client metadata (here the client
-// name). The new replica updates the registration in place (RFC 7592 PUT);
-// oidc-provider, like RFC 7592 §2.2 allows, rotates the registration access
-// token. The old replica's next check (a browser retrying a login) reads the
-// registration with the old token, gets 401, concludes the provider forgot
-// the client, deletes the shared credentials the new replica just stored and
-// registers a second client; the first stays registered and orphaned. A 401
-// from the client configuration endpoint also means "stale token" (RFC 7592
-// §2.1), which the stored credentials would have revealed. With
-// KeepRegistrationAccessToken (no rotation) nothing of this happens.
+// TestRPSharedStoreRotatedRegistrationToken: two replicas share one
+// credential store during a rolling deploy that changes the client metadata
+// (here the client name). The new replica updates the registration in place
+// (RFC 7592 PUT); oidc-provider, as RFC 7592 §2.2 allows, rotates the
+// registration access token. The old replica's next check (a browser
+// retrying a login) reads the registration with its old token and gets 401;
+// it must retry with the token now in the store rather than conclude that the
+// provider forgot the client, so no second client is registered and none is
+// orphaned. KeepRegistrationAccessToken (no rotation) is the control.
 func TestRPSharedStoreRotatedRegistrationToken(t *testing.T) {
 	t.Parallel()
 	for _, keep := range []bool{false, true} {
