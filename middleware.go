@@ -117,7 +117,7 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 
 func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Request, returnTo string, retried bool) error {
 	c, err := rp.conn(ctx)
-	if err == nil && hasPendingLogin(r) {
+	if err == nil && !retried && hasPendingLogin(r) {
 		// An earlier attempt of this browser never came back: maybe the
 		// provider refused it because it forgot this client.
 		rp.verifyBeforeLogin(ctx, c)

@@ -1181,3 +1181,26 @@ func TestCookieValueMatchesNetHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmCallbackMakesOneRequest: once discovery, keys and registration are
+// warm, a callback costs exactly one request to the provider (the token
+// exchange), plus userinfo unless skipped.
+func TestWarmCallbackMakesOneRequest(t *testing.T) {
+	for _, skip := range []bool{true, false} {
+		e := newEnv(t, devop.Options{}, Config{SkipUserInfo: skip})
+		e.login("/")
+		before := e.op.Stats()
+		e.browser.Jar, _ = cookiejar.New(nil)
+		e.login("/")
+		after := e.op.Stats()
+		calls := (after.Token - before.Token) + (after.UserInfo - before.UserInfo) + (after.JWKS - before.JWKS) +
+			(after.Discovery - before.Discovery) + (after.Registration - before.Registration) + (after.RegistrationRead - before.RegistrationRead)
+		want := 2
+		if skip {
+			want = 1
+		}
+		if calls != want || after.Token-before.Token != 1 {
+			t.Errorf("SkipUserInfo=%v: a warm login made %d provider requests (%+v → %+v), want %d", skip, calls, before, after, want)
+		}
+	}
+}

@@ -195,3 +195,32 @@ func TestStatus(t *testing.T) {
 		t.Errorf("after a failure: %+v", s)
 	}
 }
+
+// TestTraceInvalidClient: the token endpoint rejects the client; the login
+// is rejected with reason invalid_client, the client replaced, and a new
+// login started.
+func TestTraceInvalidClient(t *testing.T) {
+	rec := &recorder{}
+	e := newEnv(t, devop.Options{}, Config{Trace: rec.trace()})
+	e.login("/")
+	rec.take()
+	e.browser.Jar, _ = cookiejar.New(nil)
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	resp = e.get(resp.Header.Get("Location"), html)
+	resp.Body.Close()
+	e.op.ForgetClients()
+	e.follow(e.get(resp.Header.Get("Location"), html))
+	got := rec.take()
+	want := []string{
+		"start:login_start", "stop:login_start",
+		"start:login", "start:token_exchange", "exception:token_exchange:",
+		"start:registration_read", "exception:registration_read:", // confirmed gone
+		"start:login_start", "start:registration", "stop:registration", "stop:login_start", // the login restarts
+		"exception:login:invalid_client",
+		"start:login", "start:token_exchange", "stop:token_exchange", "start:userinfo", "stop:userinfo", "stop:login",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events:\n got %v\nwant %v", got, want)
+	}
+}

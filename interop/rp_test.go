@@ -1364,3 +1364,37 @@ func TestRPSharedStoreRotatedRegistrationToken(t *testing.T) {
 		})
 	}
 }
+
+// TestRPDecommission deletes the registration at the real provider (RFC 7592
+// DELETE) and in the store; the provider then rejects the old client, and
+// the next login registers anew.
+func TestRPDecommission(t *testing.T) {
+	t.Parallel()
+	op := interop.Start(t, interop.Options{})
+	a := newApp(t, op, nil)
+	a.expectSignedIn(newBrowser(t).navigate(a.URL+"/"), "/")
+	raw, err := a.store.Load(context.Background(), "oidcrp:client:"+op.Issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored map[string]any
+	_ = json.Unmarshal(raw, &stored)
+	old := str(stored, "client_id")
+
+	if err := a.rp.Decommission(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dels := a.rec.find(http.MethodDelete, str(stored, "registration_client_uri")); len(dels) != 1 || dels[0].status != http.StatusNoContent {
+		t.Fatalf("RFC 7592 DELETE: %d calls", len(dels))
+	}
+	if _, err := a.store.Load(context.Background(), "oidcrp:client:"+op.Issuer); !errors.Is(err, oidcrp.ErrNotFound) {
+		t.Errorf("credentials still stored: %v", err)
+	}
+	if status, code := tokenProbe(t, a.endpoint("token_endpoint"), a.URL+callbackPath, old, str(stored, "client_secret")); code != "invalid_client" {
+		t.Errorf("the provider still knows the decommissioned client: %d %s", status, code)
+	}
+	a.expectSignedIn(newBrowser(t).navigate(a.URL+"/"), "/")
+	if a.rp.ClientID() == old || len(a.registrations()) != 2 {
+		t.Errorf("after decommission: client %s, %d registrations", a.rp.ClientID(), len(a.registrations()))
+	}
+}
