@@ -69,6 +69,19 @@ func newBenchOP(b *testing.B) *benchOP {
 	return op
 }
 
+// measure runs call once to warm discovery and keys, then b.N times, and
+// reports the token requests each call made.
+func (op *benchOP) measure(b *testing.B, call func()) {
+	call()
+	before := op.tokens.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		call()
+	}
+	b.ReportMetric(float64(op.tokens.Load()-before)/float64(b.N), "requests/op")
+}
+
 // BenchmarkCallback compares oidcrp's callback (state check, code exchange,
 // ID token verification, nonce, session cookie) with the same parts done by
 // hand with securecookie, x/oauth2 and go-oidc, against one in-process token
@@ -102,14 +115,7 @@ func BenchmarkCallback(b *testing.B) {
 				b.Fatalf("callback: %d %s", w.Code, w.Body)
 			}
 		}
-		call() // warm: discovery, keys
-		before := op.tokens.Load()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			call()
-		}
-		b.ReportMetric(float64(op.tokens.Load()-before)/float64(b.N), "requests/op")
+		op.measure(b, call)
 	})
 
 	b.Run("by-hand", func(b *testing.B) {
@@ -156,13 +162,6 @@ func BenchmarkCallback(b *testing.B) {
 			http.SetCookie(w, &http.Cookie{Name: "session", Value: value, Path: "/", HttpOnly: true, Secure: true})
 			http.Redirect(w, r, "/", http.StatusSeeOther)
 		}
-		call()
-		before := op.tokens.Load()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			call()
-		}
-		b.ReportMetric(float64(op.tokens.Load()-before)/float64(b.N), "requests/op")
+		op.measure(b, call)
 	})
 }
