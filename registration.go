@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"reflect"
 	"slices"
@@ -520,12 +519,6 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *Credent
 		}
 	}
 	return c, nil
-}
-
-// isJSON reports whether a Content-Type names JSON.
-func isJSON(contentType string) bool {
-	mt, _, _ := mime.ParseMediaType(contentType)
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
 func truncate(s string, n int) string {

@@ -182,7 +182,7 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]string {
 	m := map[attribute.Key]string{}
 	for _, kv := range s.Attributes() {
-		m[kv.Key] = kv.Value.Emit()
+		m[kv.Key] = kv.Value.String()
 	}
 	return m
 }
@@ -438,7 +438,7 @@ func assertNoSecrets(t *testing.T, e *env, spans []sdktrace.ReadOnlySpan, rm met
 	var values []string
 	add := func(kvs ...attribute.KeyValue) {
 		for _, kv := range kvs {
-			values = append(values, kv.Value.Emit())
+			values = append(values, kv.Value.String())
 		}
 	}
 	for _, s := range spans {

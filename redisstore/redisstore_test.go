@@ -188,7 +188,7 @@ func TestTokensCarryGeneration(t *testing.T) {
 	a, b := newStore(t, prefix, 0), newStore(t, prefix, 0)
 	rdb := newClient(t)
 	const key = "https://op.example"
-	var tokens []string
+	seen := map[string]bool{}
 	for i, s := range []*Store{a, b, a} {
 		unlock, err := s.Lock(t.Context(), key)
 		if err != nil {
@@ -205,7 +205,10 @@ func TestTokensCarryGeneration(t *testing.T) {
 		if m == nil || m[1] != strconv.Itoa(i+1) {
 			t.Fatalf("acquisition %d has token %q, want generation %d and a nonce", i+1, token, i+1)
 		}
-		tokens = append(tokens, token)
+		if seen[token] {
+			t.Fatalf("token %q reused", token)
+		}
+		seen[token] = true
 		unlock()
 		if n, _ := rdb.Exists(t.Context(), s.name(key, "lock")).Result(); n != 0 {
 			t.Fatalf("lock key still exists after unlock")

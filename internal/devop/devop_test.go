@@ -253,7 +253,7 @@ func (e *env) jwks() jose.JSONWebKeySet {
 
 // verify checks tok against the published JWKS and returns its claims and kid.
 func (e *env) verify(tok string) (map[string]any, string, error) {
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return nil, "", err
 	}
@@ -653,7 +653,7 @@ func TestLoginPageAndSessions(t *testing.T) {
 
 	// SSO: the next authorization redirects at once; prompt=login shows the
 	// page again.
-	verifier, challenge = pkcePair()
+	_, challenge = pkcePair()
 	cb := e.callback(e.authorize(e.hc, authParams(c.id, challenge, "s2", "n2")))
 	if cb.Get("code") == "" || cb.Get("state") != "s2" {
 		t.Fatalf("SSO authorize: %v", cb)
