@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -190,6 +191,7 @@ func New(cfg Config) (*RP, error) {
 	if err != nil || !ru.IsAbs() || ru.Host == "" || ru.Fragment != "" || (ru.Scheme != "https" && ru.Scheme != "http") {
 		return nil, fmt.Errorf("oidcrp: RedirectURL %q must be an absolute http(s) URL without fragment", cfg.RedirectURL)
 	}
+	cfg.Scopes = slices.Clone(cfg.Scopes)
 	if cfg.Scopes == nil {
 		cfg.Scopes = []string{"profile", "email"}
 	}
@@ -252,12 +254,25 @@ func New(cfg Config) (*RP, error) {
 	return rp, nil
 }
 
+// validIssuer accepts https issuers, and http ones on loopback hosts only,
+// for development (OpenID Connect Discovery §3 requires https).
 func validIssuer(issuer string) error {
 	u, err := url.Parse(issuer)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return fmt.Errorf("oidcrp: Issuer %q must be an absolute http(s) URL without query or fragment", issuer)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("oidcrp: Issuer %q must be an absolute URL without query, fragment or user", issuer)
+	}
+	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())) {
+		return fmt.Errorf("oidcrp: Issuer %q must be https (http only on a loopback host, for development)", issuer)
 	}
 	return nil
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Issuer returns the configured issuer.

@@ -936,6 +936,7 @@ func TestNewValidates(t *testing.T) {
 		"no issuer":        func(c *Config) { c.Issuer = "" },
 		"relative issuer":  func(c *Config) { c.Issuer = "op.example" },
 		"issuer query":     func(c *Config) { c.Issuer = "https://op.example?x=1" },
+		"http issuer":      func(c *Config) { c.Issuer = "http://op.example" },
 		"no redirect":      func(c *Config) { c.RedirectURL = "" },
 		"redirect frag":    func(c *Config) { c.RedirectURL = "https://app.example/cb#x" },
 		"short key":        func(c *Config) { c.SessionKeys = [][]byte{[]byte("short")} },

@@ -233,7 +233,7 @@ func TestTenantIssuerPolicyAndPrivateAddresses(t *testing.T) {
 	}
 	ctx := context.Background()
 	guarded := newTenants(false)
-	for _, issuer := range []string{op.Issuer(), "http://169.254.169.254/", "http://10.1.2.3/", "http://[::1]:9/", "http://localhost:9/"} {
+	for _, issuer := range []string{op.Issuer(), "https://169.254.169.254/", "https://10.1.2.3/", "http://[::1]:9/", "http://localhost:9/", "https://[fd00:ec2::254]/"} {
 		rp, err := guarded.For(Tenant{ID: "x" + issuer, Issuer: issuer, RedirectURL: "https://app.example/cb"})
 		if err != nil {
 			t.Fatal(err)
