@@ -71,6 +71,9 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 		}
 	}
 
+	if stored != nil && stored.ClientID == dead {
+		stored = nil // nothing to renew or clean up at the provider
+	}
 	fresh, err := rp.obtain(ctx, disc, stored, want, fp)
 	if err != nil {
 		if stored != nil && stored.Fingerprint == fp && !stored.expiresWithin(rp.now(), 0) && stored.Issuer == rp.cfg.Issuer {
@@ -129,6 +132,7 @@ func (rp *RP) renewAt(c *Credentials) time.Time {
 // registers a new client otherwise.
 func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, want ClientMetadata, fp string) (*Credentials, error) {
 	g := rp.registrar()
+	latest := stored // the old registration as last seen: a read or update may rotate its token
 	if stored != nil && stored.Issuer == rp.cfg.Issuer && stored.RegistrationClientURI != "" {
 		var c *Credentials
 		var err error
@@ -143,6 +147,9 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 				return g.read(ctx, stored)
 			})
 		}
+		if err == nil {
+			latest = c
+		}
 		switch {
 		case err == nil && !c.expiresWithin(rp.now(), rp.margin(c)):
 			rp.log.Info("oidcrp: client registration renewed", "op", op, "client_id", c.ClientID, "secret_expires_at", c.ClientSecretExpiresAt)
@@ -152,13 +159,17 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 			c2, err2 := rp.traced(ctx, OpRegistrationUpdate, c.ClientID, func(ctx context.Context) (*Credentials, error) {
 				return g.update(ctx, c, want)
 			})
-			if err2 == nil && !c2.expiresWithin(rp.now(), rp.margin(c2)) {
-				rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
-				return c2, nil
+			if err2 == nil {
+				latest = c2
+				if !c2.expiresWithin(rp.now(), rp.margin(c2)) {
+					rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
+					return c2, nil
+				}
+				err2 = errors.New("the provider issued no fresher secret")
 			}
-		default:
-			rp.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
+			err = err2
 		}
+		rp.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
 	}
 	start := rp.now()
 	c, err := rp.traced(ctx, OpRegistration, "", func(ctx context.Context) (*Credentials, error) {
@@ -170,8 +181,8 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 	}
 	rp.log.Info("oidcrp: registered client", "client_id", c.ClientID, "auth_method", c.authMethod(),
 		"secret_expires_at", c.ClientSecretExpiresAt, "duration", rp.now().Sub(start))
-	if stored != nil && stored.ClientID != c.ClientID && stored.Issuer == rp.cfg.Issuer && stored.RegistrationClientURI != "" {
-		rp.deleteSuperseded(ctx, stored)
+	if latest != nil && latest.ClientID != c.ClientID && latest.Issuer == rp.cfg.Issuer && latest.RegistrationClientURI != "" {
+		rp.deleteSuperseded(ctx, latest)
 	}
 	return c, nil
 }
