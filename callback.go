@@ -192,6 +192,9 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 		}
 	}
 	u := &User{Issuer: idt.Issuer, Subject: idt.Subject, Expiry: idt.Expiry, idToken: raw, sid: randomString()[:22]}
+	if rp.cfg.KeepTokens {
+		u.accessToken, u.accessExpiry, u.refreshToken, u.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
+	}
 	if rp.cfg.SessionLifetime > 0 {
 		u.Expiry = rp.now().Add(rp.cfg.SessionLifetime)
 	}

@@ -35,7 +35,7 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 			rp.loggedOut(w, r, state)
 			return
 		}
-		page(w, http.StatusOK, "Sign out", rp.currentUser(r) != nil, rp.cfg.LogoutPath)
+		page(w, http.StatusOK, "Sign out", rp.sessionUser(r) != nil, rp.cfg.LogoutPath)
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		rp.fail(w, r, http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "logout takes GET or POST"})
@@ -46,7 +46,7 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 	ctx, end := rp.span(r.Context(), OpLogout, rp.ClientID())
 	defer end(nil)
 	r = r.WithContext(ctx)
-	u := rp.currentUser(r)
+	u := rp.sessionUser(r)
 	rp.endSession(w, r, u)
 	if u != nil {
 		rp.log.Info("oidcrp: logout", "sub", u.Subject)

@@ -26,7 +26,7 @@ func (rp *RP) require(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if rp.serveOwn(w, r) {
 		return
 	}
-	if u := rp.currentUser(r); u != nil {
+	if u := rp.user(w, r); u != nil {
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
 		return
 	}
@@ -49,7 +49,7 @@ func (rp *RP) optional(w http.ResponseWriter, r *http.Request, next http.Handler
 	if rp.serveOwn(w, r) {
 		return
 	}
-	if u := rp.currentUser(r); u != nil {
+	if u := rp.user(w, r); u != nil {
 		r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
 	}
 	next.ServeHTTP(w, r)

@@ -112,6 +112,14 @@ type Config struct {
 	// always kept. Use it to keep cookies small.
 	ClaimFilter func(claims map[string]any)
 
+	// KeepTokens keeps the access token and the refresh token in the
+	// session, for handlers that call APIs as the user (User.AccessToken).
+	// When a refresh token was issued, the middleware refreshes the tokens
+	// as they expire, and the session lasts as long as the provider honours
+	// the refresh token (within SessionLifetime, when set), rather than
+	// ending with the ID token. Default: tokens are not kept.
+	KeepTokens bool
+
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
@@ -172,7 +180,8 @@ type RP struct {
 
 	keys *keyring
 
-	sessions *sessionCache
+	sessions   *sessionCache
+	refreshing refreshes
 
 	nextCheck   atomic.Int64 // unix nanoseconds of the next periodic registration check; 0 before setup
 	verifyMu    sync.Mutex

@@ -90,6 +90,9 @@ func newEnv(t *testing.T, opts devop.Options, cfg Config) *testEnv {
 	t.Helper()
 	opts.AutoLogin = true
 	e := &testEnv{t: t, logs: &syncBuffer{}, clock: &fakeClock{}}
+	if opts.Now == nil {
+		opts.Now = e.clock.Now // the provider and the relying party share one clock
+	}
 	e.op, e.opSrv = newOP(t, opts)
 	e.app = httptest.NewUnstartedServer(nil)
 	e.app.StartTLS()
@@ -143,7 +146,8 @@ func (e *testEnv) handler(rp *RP) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"sub": u.Subject, "iss": u.Issuer, "claims": claims, "path": r.URL.RequestURI()})
+		_ = json.NewEncoder(w).Encode(map[string]any{"sub": u.Subject, "iss": u.Issuer, "claims": claims, "path": r.URL.RequestURI(),
+			"access_token": u.AccessToken()})
 	})
 	mux.Handle("/", rp.Require(protected))
 	mux.Handle("/public", rp.Optional(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

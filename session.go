@@ -29,7 +29,19 @@ type User struct {
 	idToken string          // raw ID token, for the logout hint; dropped when too large
 	layered bool            // the claims are the ID token's plus claims
 	sid     string          // session identifier, for revocation
+
+	// With Config.KeepTokens:
+	accessToken  string
+	accessExpiry time.Time // zero: not reported
+	refreshToken string
+	tokensAt     time.Time // when the tokens were obtained
 }
+
+// AccessToken returns the user's access token when Config.KeepTokens is set
+// (refreshed by the middleware before it expires, when the provider issued
+// a refresh token), and "" otherwise. Send it only to the resource servers
+// it is meant for.
+func (u *User) AccessToken() string { return u.accessToken }
 
 // Claims decodes the user's claims (the ID token's, merged with userinfo's,
 // after Config.ClaimFilter) into v, as json.Unmarshal does.
@@ -96,10 +108,15 @@ type sessionJSON struct {
 	IDToken string          `json:"idt,omitempty"`
 	Claims  json.RawMessage `json:"c,omitempty"`
 	Layered bool            `json:"l,omitempty"`
+	Access  string          `json:"at,omitempty"`
+	AccExp  int64           `json:"ate,omitempty"`
+	Refresh string          `json:"rt,omitempty"`
+	TokAt   int64           `json:"tt,omitempty"`
 }
 
 func (u *User) encode() []byte {
-	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims, Layered: u.layered})
+	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims, Layered: u.layered,
+		Access: u.accessToken, AccExp: unixOrZero(u.accessExpiry), Refresh: u.refreshToken, TokAt: unixOrZero(u.tokensAt)})
 	return b
 }
 
@@ -111,7 +128,8 @@ func decodeUser(b []byte) (*User, error) {
 	if s.ID == "" || s.Issuer == "" || s.Subject == "" || (s.Layered && s.IDToken == "") {
 		return nil, errors.New("incomplete session")
 	}
-	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, layered: s.Layered, sid: s.ID}, nil
+	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, layered: s.Layered, sid: s.ID,
+		accessToken: s.Access, accessExpiry: timeOrZero(s.AccExp), refreshToken: s.Refresh, tokensAt: timeOrZero(s.TokAt)}, nil
 }
 
 // sealer encrypts and authenticates cookie values with AES-256-GCM. The
@@ -274,8 +292,8 @@ func (c *sessionCache) get(value string, now time.Time) *User {
 	c.mu.RLock()
 	u := c.byValue[value]
 	c.mu.RUnlock()
-	if u == nil || now.Before(u.Expiry) {
-		return u
+	if u == nil || now.Before(u.Expiry) || u.refreshToken != "" {
+		return u // a refreshable session is refreshed, or dropped, by its user
 	}
 	c.mu.Lock()
 	delete(c.byValue, value)
@@ -300,6 +318,14 @@ func (c *sessionCache) put(value string, u *User) bool {
 	}
 	c.byValue[value] = u
 	return true
+}
+
+// replace points a cookie value at the refreshed session, so concurrent
+// requests still carrying the old cookie use it too.
+func (c *sessionCache) replace(value string, u *User) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byValue[value] = u
 }
 
 // revoke ends a session in this process: its cookie, if replayed, is refused
@@ -331,9 +357,10 @@ func (c *sessionCache) isRevoked(sid string) bool {
 // when Config.SessionStore is set.
 const sessionValueKey = "oidcrp.user"
 
-// currentUser returns the request's session user, or nil when there is none
-// or it cannot be read (which means logged out, never an error page).
-func (rp *RP) currentUser(r *http.Request) *User {
+// sessionUser returns the request's session user, or nil when there is none
+// or it cannot be read (which means logged out, never an error page). The
+// user may need a refresh: see RP.user.
+func (rp *RP) sessionUser(r *http.Request) *User {
 	if rp.cfg.SessionStore != nil {
 		return rp.storeUser(r)
 	}
@@ -355,7 +382,7 @@ func (rp *RP) currentUser(r *http.Request) *User {
 		return nil
 	}
 	u, err := decodeUser(pt)
-	if err != nil || u.Issuer != rp.cfg.Issuer || !now.Before(u.Expiry) {
+	if err != nil || u.Issuer != rp.cfg.Issuer || (!now.Before(u.Expiry) && u.refreshToken == "") {
 		return nil
 	}
 	if !rp.sessions.put(value, u) {
@@ -390,7 +417,7 @@ func (rp *RP) storeUser(r *http.Request) *User {
 		return nil
 	}
 	u, err := decodeUser(b)
-	if err != nil || u.Issuer != rp.cfg.Issuer || !rp.now().Before(u.Expiry) || rp.sessions.isRevoked(u.sid) {
+	if err != nil || u.Issuer != rp.cfg.Issuer || (!rp.now().Before(u.Expiry) && u.refreshToken == "") || rp.sessions.isRevoked(u.sid) {
 		return nil
 	}
 	return u
@@ -410,7 +437,10 @@ func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User) erro
 		sess.Values[sessionValueKey] = u.encode()
 		sess.Options.HttpOnly, sess.Options.Secure, sess.Options.SameSite = true, rp.secure, http.SameSiteLaxMode
 		sess.Options.Path = "/"
-		sess.Options.MaxAge = max(1, int(u.Expiry.Sub(rp.now()).Seconds()))
+		sess.Options.MaxAge = 0 // a refreshable session outlives its ID token: a browser-session cookie
+		if !rp.outlivesExpiry(u) {
+			sess.Options.MaxAge = max(1, int(u.Expiry.Sub(rp.now()).Seconds()))
+		}
 		return sess.Save(r, w)
 	}
 	s, err := rp.sealer(r.Context())
@@ -425,8 +455,18 @@ func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User) erro
 	if len(value) > maxCookieBytes {
 		return fmt.Errorf("oidcrp: session of %d bytes does not fit a cookie; drop claims with Config.ClaimFilter or use Config.SessionStore", len(value))
 	}
-	http.SetCookie(w, rp.cookie(rp.cfg.SessionName, value, "/", u.Expiry))
+	c := rp.cookie(rp.cfg.SessionName, value, "/", u.Expiry)
+	if rp.outlivesExpiry(u) {
+		c.Expires, c.MaxAge = time.Time{}, 0 // until the browser closes; refreshes decide on the server
+	}
+	http.SetCookie(w, c)
 	return nil
+}
+
+// outlivesExpiry reports whether u's session may be refreshed past its
+// Expiry, so its cookie must not expire with it.
+func (rp *RP) outlivesExpiry(u *User) bool {
+	return u.refreshToken != "" && rp.cfg.SessionLifetime == 0
 }
 
 // endSession clears the session cookie and revokes u's session.

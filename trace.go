@@ -22,6 +22,7 @@ const (
 	OpRegistrationUpdate Op = "registration_update" // RFC 7592 update
 	OpRegistrationDelete Op = "registration_delete" // RFC 7592 delete
 	OpTokenExchange      Op = "token_exchange"      // authorization code for tokens
+	OpRefresh            Op = "refresh"             // refresh token for tokens (Config.KeepTokens)
 	OpUserInfo           Op = "userinfo"            // userinfo request
 	OpLoginStart         Op = "login_start"         // redirecting a browser to the provider
 	OpLogin              Op = "login"               // a callback: Stop when the login completed, Exception when rejected

@@ -787,7 +787,42 @@ func TestRPUserInfoClaimsReachHandler(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// 5. Session end at ID token expiry and silent re-login (no refresh).
+// 5. Refresh (Config.KeepTokens), and, without it, session end at ID token
+// expiry and silent re-login.
+
+// TestRPRefreshKeepsSessionAlive: with KeepTokens, an expired session is
+// renewed through the stored refresh token, without a browser round trip:
+// an API request after expiry still succeeds.
+func TestRPRefreshKeepsSessionAlive(t *testing.T) {
+	t.Parallel()
+	op := interop.Start(t, interop.Options{IDTokenTTL: 3 * time.Second, AccessTokenTTL: 3 * time.Second})
+	a := newApp(t, op, func(c *oidcrp.Config) { c.KeepTokens = true })
+	b := newBrowser(t)
+	a.expectSignedIn(b.navigate(a.URL+"/dash"), "/dash")
+	exp, _ := jwtPart(t, a.lastIDToken(), 1)["exp"].(float64)
+	sleepUntil(t, time.Unix(int64(exp), 0).Add(200*time.Millisecond), "until the ID token and access token expire")
+
+	api := b.api(a.URL + "/api")
+	if api.status != http.StatusOK || !strings.Contains(api.body, `"sub":"`+interop.TestUserSub+`"`) {
+		t.Fatalf("API request after expiry with KeepTokens: status %d %.200s", api.status, api.body)
+	}
+	var refreshes []providerCall
+	for _, c := range a.rec.find(http.MethodPost, a.endpoint("token_endpoint")) {
+		if c.form().Get("grant_type") == "refresh_token" {
+			refreshes = append(refreshes, c)
+		}
+	}
+	if len(refreshes) != 1 || refreshes[0].status != http.StatusOK {
+		t.Fatalf("%d refresh_token grants, want 1 that succeeds", len(refreshes))
+	}
+	if n := len(a.codeExchanges()); n != 1 {
+		t.Errorf("%d code exchanges, want 1 (no new login)", n)
+	}
+	// The refreshed session, written back to the browser, serves the next request without a refresh.
+	if api := b.api(a.URL + "/api"); api.status != http.StatusOK {
+		t.Errorf("request after the refresh: status %d", api.status)
+	}
+}
 
 func TestRPSilentReloginAfterIDTokenExpiry(t *testing.T) {
 	t.Parallel()
@@ -847,7 +882,7 @@ func TestRPSilentReloginAfterIDTokenExpiry(t *testing.T) {
 		}
 	}
 	if refreshes != 0 {
-		t.Errorf("%d refresh_token grants; the middleware is not expected to refresh", refreshes)
+		t.Errorf("%d refresh_token grants; without KeepTokens the middleware does not refresh", refreshes)
 	}
 	var tok map[string]any
 	_ = json.Unmarshal([]byte(a.codeExchanges()[0].respBody), &tok)

@@ -110,7 +110,7 @@ func kind(op oidcrp.Op) trace.SpanKind {
 	case oidcrp.OpLoginStart, oidcrp.OpLogin, oidcrp.OpLogout:
 		return trace.SpanKindInternal
 	case oidcrp.OpDiscovery, oidcrp.OpJWKS, oidcrp.OpRegistration, oidcrp.OpRegistrationRead,
-		oidcrp.OpRegistrationUpdate, oidcrp.OpRegistrationDelete, oidcrp.OpTokenExchange, oidcrp.OpUserInfo:
+		oidcrp.OpRegistrationUpdate, oidcrp.OpRegistrationDelete, oidcrp.OpTokenExchange, oidcrp.OpRefresh, oidcrp.OpUserInfo:
 		return trace.SpanKindClient
 	}
 	return trace.SpanKindInternal

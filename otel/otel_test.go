@@ -484,7 +484,7 @@ func TestHooks(t *testing.T) {
 		oidcrp.OpDiscovery: trace.SpanKindClient, oidcrp.OpJWKS: trace.SpanKindClient,
 		oidcrp.OpRegistration: trace.SpanKindClient, oidcrp.OpRegistrationRead: trace.SpanKindClient,
 		oidcrp.OpRegistrationUpdate: trace.SpanKindClient, oidcrp.OpRegistrationDelete: trace.SpanKindClient,
-		oidcrp.OpTokenExchange: trace.SpanKindClient, oidcrp.OpUserInfo: trace.SpanKindClient,
+		oidcrp.OpTokenExchange: trace.SpanKindClient, oidcrp.OpRefresh: trace.SpanKindClient, oidcrp.OpUserInfo: trace.SpanKindClient,
 		oidcrp.OpLoginStart: trace.SpanKindInternal, oidcrp.OpLogin: trace.SpanKindInternal, oidcrp.OpLogout: trace.SpanKindInternal,
 	}
 	for op, kind := range kinds {

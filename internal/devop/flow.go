@@ -196,7 +196,7 @@ func validPKCEValue(s string) bool {
 
 func (p *Provider) showLoginPage(w http.ResponseWriter, req *authRequest, c *client) {
 	id := randomToken(24)
-	now := time.Now()
+	now := p.now()
 	req.expires = now.Add(pendingLifetime)
 	p.mu.Lock()
 	p.pruneLocked(now)
@@ -233,7 +233,7 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PostForm.Get("request_id")
-	now := time.Now()
+	now := p.now()
 	p.mu.Lock()
 	req := p.pending[id]
 	delete(p.pending, id)
@@ -257,7 +257,7 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 // completeAuthorization issues a code for req and redirects to the client.
 func (p *Provider) completeAuthorization(w http.ResponseWriter, r *http.Request, req *authRequest, sess *session) {
 	code := randomToken(32)
-	now := time.Now()
+	now := p.now()
 	ac := &authCode{authRequest: *req, sub: sess.sub, authTime: sess.authTime}
 	ac.expires = now.Add(CodeLifetime)
 	p.mu.Lock()
@@ -319,7 +319,7 @@ func (p *Provider) sessionFor(r *http.Request) *session {
 func (p *Provider) startSession(w http.ResponseWriter, r *http.Request) *session {
 	id := randomToken(32)
 	sub, _ := p.user["sub"].(string)
-	sess := &session{sub: sub, authTime: time.Now()}
+	sess := &session{sub: sub, authTime: p.now()}
 	p.mu.Lock()
 	if ck, err := r.Cookie(SSOCookieName); err == nil {
 		delete(p.sessions, ck.Value)

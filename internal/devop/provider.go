@@ -120,6 +120,10 @@ type Options struct {
 	// every RFC 7592 GET and PUT; the previous token stops working.
 	RotateRegistrationToken bool
 
+	// Now, when set, is the provider's clock (tests share one with the
+	// relying party). Default: time.Now.
+	Now func() time.Time
+
 	// IDTokenLifetime is the lifetime of ID tokens (default 1h).
 	IDTokenLifetime time.Duration
 	// AccessTokenLifetime is the lifetime of access tokens (default 1h).
@@ -230,6 +234,9 @@ type Provider struct {
 // generates an RSA-2048 signing key (RS256, with a kid). [Provider.SetIssuer]
 // must be called before the provider serves its first request.
 func New(opts Options) *Provider {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.IDTokenLifetime <= 0 {
 		opts.IDTokenLifetime = time.Hour
 	}
@@ -266,6 +273,8 @@ func New(opts Options) *Provider {
 		sessions: map[string]*session{},
 	}
 }
+
+func (p *Provider) now() time.Time { return p.opts.Now() }
 
 // SetIssuer sets the issuer identifier: an absolute http or https URL without
 // query or fragment, optionally with a path. A trailing slash is removed.

@@ -338,7 +338,7 @@ func (p *Provider) handleRegister(w http.ResponseWriter, r *http.Request) {
 		respond(http.StatusBadRequest, errorBody(merr.code, merr.description))
 		return
 	}
-	now := time.Now()
+	now := p.now()
 	c := &client{
 		id:             randomToken(16),
 		issuedAt:       now,
@@ -460,7 +460,7 @@ func (p *Provider) updateClientLocked(c *client, req map[string]any, bodyStatus 
 	if merr != nil {
 		return nil, http.StatusBadRequest, merr
 	}
-	now := time.Now()
+	now := p.now()
 	c.metadata = md.all
 	c.redirectURIs = md.redirectURIs
 	c.postLogoutURIs = md.postLogoutURIs

@@ -141,7 +141,7 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (client,
 		if c.secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
 			return client{}, basic, unauthorized("invalid client secret")
 		}
-		if c.secretExpired(time.Now()) {
+		if c.secretExpired(p.now()) {
 			return client{}, basic, unauthorized("the client secret has expired")
 		}
 	}
@@ -153,7 +153,7 @@ func (p *Provider) redeemCode(w http.ResponseWriter, c client, form url.Values) 
 	if code == "" {
 		return &tokenError{http.StatusBadRequest, "invalid_request", "code is required"}
 	}
-	now := time.Now()
+	now := p.now()
 	p.mu.Lock()
 	ac := p.codes[code]
 	switch {
@@ -243,7 +243,7 @@ func (p *Provider) redeemRefreshToken(w http.ResponseWriter, c client, form url.
 // issueTokens stores and returns an access token, an ID token and, for
 // clients registered for it, a refresh token.
 func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce string) {
-	now := time.Now()
+	now := p.now()
 	at := randomToken(32)
 	var rt string
 	p.mu.Lock()
@@ -319,7 +319,7 @@ func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	at := p.access[tok]
 	var g grant
-	valid := at != nil && time.Now().Before(at.expires)
+	valid := at != nil && p.now().Before(at.expires)
 	if valid {
 		g = at.grant
 	}

@@ -1,0 +1,149 @@
+package oidcrp
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// refreshSkew refreshes access tokens a little before they expire: 30
+// seconds, or a tenth of their lifetime when that is shorter.
+func (u *User) refreshSkew() time.Duration {
+	skew := 30 * time.Second
+	if !u.tokensAt.IsZero() {
+		skew = min(skew, u.accessExpiry.Sub(u.tokensAt)/10)
+	}
+	return max(skew, 0)
+}
+
+// user returns the request's signed-in user, refreshing the session's
+// tokens first when they expired and a refresh token is kept. A session
+// that cannot be refreshed has ended: nil.
+func (rp *RP) user(w http.ResponseWriter, r *http.Request) *User {
+	u := rp.sessionUser(r)
+	if u == nil {
+		return nil
+	}
+	now := rp.now()
+	switch {
+	case u.refreshToken == "":
+		return u // sessionUser let only live sessions through
+	case rp.cfg.SessionLifetime > 0 && !now.Before(u.Expiry):
+		return nil // the configured lifetime is over, refresh token or not
+	case now.Before(u.Expiry) && (u.accessExpiry.IsZero() || now.Before(u.accessExpiry.Add(-u.refreshSkew()))):
+		return u
+	}
+	return rp.refreshed(w, r, u)
+}
+
+// refreshes shares one refresh between concurrent requests of a session:
+// providers that rotate refresh tokens accept each one once.
+type refreshes struct {
+	mu    sync.Mutex
+	calls map[string]*refreshCall // by session id
+}
+
+type refreshCall struct {
+	done chan struct{}
+	u    *User
+	err  error
+}
+
+// refreshed refreshes u's tokens, writes the new session cookie and returns
+// the new user, or nil (the session ends) if the provider refuses.
+func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
+	rp.refreshing.mu.Lock()
+	call, running := rp.refreshing.calls[u.sid]
+	if !running {
+		call = &refreshCall{done: make(chan struct{})}
+		if rp.refreshing.calls == nil {
+			rp.refreshing.calls = map[string]*refreshCall{}
+		}
+		rp.refreshing.calls[u.sid] = call
+		go func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), setupTimeout)
+			defer cancel()
+			call.u, call.err = rp.refresh(ctx, u)
+			rp.refreshing.mu.Lock()
+			delete(rp.refreshing.calls, u.sid)
+			rp.refreshing.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	rp.refreshing.mu.Unlock()
+	select {
+	case <-call.done:
+	case <-r.Context().Done():
+		return nil
+	}
+	if call.err != nil {
+		if !running {
+			rp.log.Info("oidcrp: session ended: its tokens could not be refreshed", "sub", u.Subject, "err", call.err)
+			rp.sessions.revoke(u, rp.now())
+		}
+		rp.endSession(w, r, nil)
+		return nil
+	}
+	if err := rp.startSession(w, r, call.u); err != nil {
+		rp.log.Error("oidcrp: storing the refreshed session failed", "err", err)
+		return nil
+	}
+	if !running && rp.cfg.SessionStore == nil {
+		if value := cookieValue(r, rp.cfg.SessionName); value != "" {
+			rp.sessions.replace(value, call.u)
+		}
+	}
+	return call.u
+}
+
+// refresh exchanges u's refresh token (RFC 6749 §6) and checks a returned ID
+// token as OpenID Connect Core §12.2 requires: same issuer, subject and
+// audience as the session's.
+func (rp *RP) refresh(ctx context.Context, u *User) (*User, error) {
+	c, err := rp.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, end := rp.span(ctx, OpRefresh, c.creds.ClientID)
+	nu, err := rp.doRefresh(oidc.ClientContext(ctx, rp.httpClient), c, u)
+	end(err)
+	return nu, err
+}
+
+func (rp *RP) doRefresh(ctx context.Context, c *conn, u *User) (*User, error) {
+	tok, err := c.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: u.refreshToken, Expiry: time.Unix(1, 0)}).Token()
+	if err != nil {
+		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
+	}
+	nu := *u
+	nu.sid = randomString()[:22]
+	nu.accessToken, nu.accessExpiry, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
+	if raw, _ := tok.Extra("id_token").(string); raw != "" {
+		idt, err := c.verifier.Verify(ctx, raw)
+		if err != nil {
+			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+		}
+		if idt.Subject != u.Subject || idt.Issuer != u.Issuer {
+			return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "refreshed ID token names another subject or issuer"}
+		}
+		if u.layered {
+			nu.idToken = raw // its claims are the session's
+		} else if u.idToken != "" {
+			nu.idToken = raw // the logout hint
+		}
+		if rp.cfg.SessionLifetime == 0 {
+			nu.Expiry = idt.Expiry
+		}
+	} else if rp.cfg.SessionLifetime == 0 {
+		if tok.Expiry.IsZero() {
+			return nil, errors.New("oidcrp: refresh response has neither an ID token nor an expiry")
+		}
+		nu.Expiry = tok.Expiry
+	}
+	return &nu, nil
+}
