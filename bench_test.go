@@ -98,7 +98,7 @@ func benchRP(b *testing.B) (*RP, *http.Request) {
 	u := &User{Issuer: rp.cfg.Issuer, Subject: "248289761001", Expiry: time.Now().Add(time.Hour), claims: cb, sid: "bench-session-id-0000"}
 	w := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "https://app.example.com/", nil)
-	if err := rp.startSession(w, req, u); err != nil {
+	if err := rp.startSession(w, req, u, false); err != nil {
 		b.Fatal(err)
 	}
 	req = httptest.NewRequest(http.MethodGet, "https://app.example.com/page", nil)

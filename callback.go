@@ -74,7 +74,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 		}
 		return statusOf(err), err
 	}
-	if err := rp.startSession(w, r, u); err != nil {
+	if err := rp.startSession(w, r, u, false); err != nil {
 		return http.StatusInternalServerError, &AuthError{Reason: ReasonSession, Err: err}
 	}
 	rp.log.Info("oidcrp: login completed", "sub", u.Subject, "client_id", c.creds.ClientID)

@@ -84,6 +84,9 @@ func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (cre
 		}
 		return nil, time.Time{}, err
 	}
+	if fresh.expiresWithin(rp.now(), 0) {
+		return nil, time.Time{}, &RegistrationError{Reason: fmt.Sprintf("the provider issued a client secret that expired at %s", fresh.ClientSecretExpiresAt.UTC().Format(time.RFC3339))}
+	}
 	if err := rp.saveCredentials(ctx, fresh); err != nil {
 		if errors.Is(err, ErrLockLost) {
 			// Our lease expired while we registered and a peer took over:
@@ -120,11 +123,18 @@ func (rp *RP) margin(c *Credentials) time.Duration {
 	return max(m, 0)
 }
 
+// renewAt is when c needs renewing (zero: never); never now or before, so
+// that a provider issuing secrets already about to expire cannot cause a
+// renewal per request.
 func (rp *RP) renewAt(c *Credentials) time.Time {
 	if c.ClientSecretExpiresAt.IsZero() {
 		return time.Time{}
 	}
-	return c.ClientSecretExpiresAt.Add(-rp.margin(c))
+	at, now := c.ClientSecretExpiresAt.Add(-rp.margin(c)), rp.now()
+	if !at.After(now) {
+		at = now.Add(min(renewRetry, max(time.Second, c.ClientSecretExpiresAt.Sub(now)/2)))
+	}
+	return at
 }
 
 // obtain renews stored credentials through RFC 7592 where it can (a changed
@@ -156,10 +166,12 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 			return c, nil
 		case err == nil && op == "read":
 			// Still expiring: an update may issue a new secret (RFC 7592 §2.2).
+			// RFC 7592 §2.2: the metadata as the provider returned it.
 			c2, err2 := rp.traced(ctx, OpRegistrationUpdate, c.ClientID, func(ctx context.Context) (*Credentials, error) {
-				return g.update(ctx, c, want)
+				return g.update(ctx, c, c.Metadata)
 			})
 			if err2 == nil {
+				c2.Fingerprint = fp
 				latest = c2
 				if !c2.expiresWithin(rp.now(), rp.margin(c2)) {
 					rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
@@ -323,22 +335,17 @@ func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credent
 		}
 		return c, true
 	}
-	read := func(c *Credentials) (*Credentials, error) {
-		return rp.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*Credentials, error) {
-			return rp.registrar().read(ctx, c)
-		})
+	// Reads may rotate the registration access token: replicas sharing the
+	// store take turns, each with the token the previous one stored.
+	unlock := rp.lockStore(ctx)
+	defer unlock()
+	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == c.ClientID {
+		c = stored
 	}
-	fresh, err := read(c)
+	fresh, err := rp.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*Credentials, error) {
+		return rp.registrar().read(ctx, c)
+	})
 	var re *RegistrationError
-	if errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized {
-		// A peer sharing the store may have rotated the token (RFC 7592
-		// update or read): retry with what the store holds now.
-		if stored, lerr := rp.loadCredentials(ctx); lerr == nil && stored != nil && stored.ClientID == c.ClientID &&
-			stored.RegistrationAccessToken != c.RegistrationAccessToken {
-			c = stored
-			fresh, err = read(c)
-		}
-	}
 	switch {
 	case errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized:
 		rp.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
@@ -353,6 +360,22 @@ func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credent
 		}
 	}
 	return fresh, true
+}
+
+// lockStore takes the store's lock on the credentials, when the store has
+// locks, and returns its release. A failure to lock is logged and the work
+// goes on unlocked.
+func (rp *RP) lockStore(ctx context.Context) (unlock func()) {
+	l, ok := rp.cfg.Store.(Locker)
+	if !ok {
+		return func() {}
+	}
+	unlock, err := l.Lock(ctx, rp.cfg.StoreKey)
+	if err != nil {
+		rp.log.Warn("oidcrp: could not lock the credential store", "err", err)
+		return func() {}
+	}
+	return unlock
 }
 
 // probeToken sends a token request with a made-up code and returns the
@@ -405,33 +428,38 @@ func (rp *RP) replaceRejected(ctx context.Context, c *conn) bool {
 		rp.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
 		return false
 	}
+	refused := c.creds
 	if c.creds.RegistrationClientURI != "" {
-		if cur, alive := rp.checkRegistration(ctx, c.disc, c.creds); alive {
+		cur, alive := rp.checkRegistration(ctx, c.disc, c.creds)
+		if alive {
 			// The client exists; its secret may have been rotated, here or by a peer.
 			if cur.ClientSecret != c.creds.ClientSecret {
 				return rp.adopt(c, cur)
 			}
 			return rp.reload(ctx, c)
 		}
+		refused = cur
 	}
 	rp.lastRenewal = rp.now()
-	rp.forget(ctx, c)
+	rp.forget(ctx, c, refused)
 	return true
 }
 
 // forget drops a connection whose client the provider no longer knows: the
 // stored credentials (unless a peer already replaced them) and the
 // connection, so that the next request registers anew.
-func (rp *RP) forget(ctx context.Context, c *conn) {
+func (rp *RP) forget(ctx context.Context, c *conn, refused *Credentials) {
 	// Only the credentials that were refused: a peer may have renewed them.
-	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == c.creds.ClientID &&
-		stored.RegistrationAccessToken == c.creds.RegistrationAccessToken && stored.ClientSecret == c.creds.ClientSecret {
+	unlock := rp.lockStore(ctx)
+	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == refused.ClientID &&
+		stored.RegistrationAccessToken == refused.RegistrationAccessToken && stored.ClientSecret == refused.ClientSecret {
 		if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
 			rp.log.Error("oidcrp: deleting rejected credentials failed", "err", err)
 		}
 	}
+	unlock()
 	next := *c
-	next.renewAt = rp.now() // renew on next use, keeping the discovery
+	next.renewAt, next.gone = rp.now(), true // renew on next use, keeping the discovery
 	rp.cur.CompareAndSwap(c, &next)
 	rp.log.Warn("oidcrp: dropped a client the provider no longer knows; the next login registers anew", "client_id", c.creds.ClientID)
 }
@@ -481,7 +509,7 @@ func (rp *RP) verify(ctx context.Context, c *conn) {
 	defer rp.verifyMu.Unlock()
 	if !alive {
 		rp.lastRenewal = rp.now()
-		rp.forget(ctx, c)
+		rp.forget(ctx, c, cur)
 	} else if cur != c.creds {
 		rp.adopt(c, cur)
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,4 +155,80 @@ func TestFileStoreChildProcess(t *testing.T) {
 	}
 	wg.Wait()
 	fmt.Printf("CLIENT %s\n", rp.ClientID())
+}
+
+// TestReplicasRotatingTokensRegisterOnce: replicas sharing a store start
+// together against a provider that rotates the registration access token on
+// every read; their checks take turns and no one mistakes a rotated token
+// for a forgotten client.
+func TestReplicasRotatingTokensRegisterOnce(t *testing.T) {
+	store := NewMemoryStore()
+	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
+	if err := e.rp.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		replica := e.newRP(Config{Store: store})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := replica.Ready(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if s := e.op.Stats(); s.Registration != 1 || len(e.op.Clients()) != 1 {
+		t.Fatalf("%d registrations, %d clients at the provider; want 1", s.Registration, len(e.op.Clients()))
+	}
+}
+
+// TestExpiredSecretsDoNotStorm: a provider issuing secrets that have already
+// expired gets a bounded number of registrations, not one per request.
+func TestExpiredSecretsDoNotStorm(t *testing.T) {
+	e := newEnv(t, devop.Options{SecretLifetime: -time.Minute}, Config{})
+	for range 5 {
+		resp := e.get(e.app.URL+"/", html)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("login with an expired secret: %d, want 503", resp.StatusCode)
+		}
+	}
+	if s := e.op.Stats(); s.Registration != 1 {
+		t.Errorf("%d registrations for 5 requests within the backoff", s.Registration)
+	}
+	if !strings.Contains(e.logs.String(), "expired at") {
+		t.Errorf("the cause is not logged:\n%s", e.logs)
+	}
+}
+
+// failingStore fails every call once broken.
+type failingStore struct {
+	*MemoryStore
+	broken atomic.Bool
+}
+
+func (s *failingStore) Load(ctx context.Context, key string) ([]byte, error) {
+	if s.broken.Load() {
+		return nil, errors.New("store down")
+	}
+	return s.MemoryStore.Load(ctx, key)
+}
+
+// TestStoreOutageAtRenewalKeepsWorkingSecret: when the store fails at
+// renewal time, logins go on with the secret that still works.
+func TestStoreOutageAtRenewalKeepsWorkingSecret(t *testing.T) {
+	store := &failingStore{MemoryStore: NewMemoryStore()}
+	e := newEnv(t, devop.Options{SecretLifetime: 20 * time.Minute}, Config{Store: store})
+	e.login("/")
+	store.broken.Store(true)
+	e.clock.Advance(16 * time.Minute) // inside the renewal margin, before expiry
+	e.browser.Jar, _ = cookiejar.New(nil)
+	if out := e.login("/"); out["sub"] != "demo-user" {
+		t.Fatalf("login during a store outage: %v", out)
+	}
+	if !strings.Contains(e.logs.String(), "using the current credentials") {
+		t.Errorf("fallback not logged:\n%s", e.logs)
+	}
 }

@@ -117,7 +117,7 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 
 func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Request, returnTo string, retried bool) error {
 	c, err := rp.conn(ctx)
-	if err == nil && !retried && hasPendingLogin(r) {
+	if err == nil && !retried && len(pendingLogins(r)) > 0 {
 		// An earlier attempt of this browser never came back: maybe the
 		// provider refused it because it forgot this client.
 		rp.verifyBeforeLogin(ctx, c)
@@ -135,6 +135,11 @@ func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Req
 		Issuer: rp.cfg.Issuer, ClientID: c.creds.ClientID, ReturnTo: returnTo, Created: rp.now().Unix(), Retried: retried,
 	}
 	b, _ := json.Marshal(f)
+	if pending := pendingLogins(r); len(pending) >= maxPendingLogins {
+		for _, old := range pending { // abandoned attempts: make room
+			http.SetCookie(w, rp.cookie(old, "", "/", time.Time{}))
+		}
+	}
 	name := flowCookieName(f.State)
 	http.SetCookie(w, rp.cookie(name, s.seal("login", rp.bind(name), b), "/", rp.now().Add(flowLifetime)))
 	target := c.oauth.AuthCodeURL(f.State, oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
@@ -146,13 +151,15 @@ func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Req
 
 func oidcNonce(nonce string) oauth2.AuthCodeOption { return oauth2.SetAuthURLParam("nonce", nonce) }
 
-func hasPendingLogin(r *http.Request) bool {
+// pendingLogins returns the names of the request's login cookies.
+func pendingLogins(r *http.Request) []string {
+	var names []string
 	for _, c := range r.Cookies() {
 		if strings.HasPrefix(c.Name, flowCookiePrefix) {
-			return true
+			names = append(names, c.Name)
 		}
 	}
-	return false
+	return names
 }
 
 // randomString returns 256 random bits, base64url-encoded (43 characters).
@@ -162,11 +169,18 @@ func randomString() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// maxReturnTo bounds the path a login returns to, which its cookie carries.
+const maxReturnTo = 1024
+
+// maxPendingLogins bounds the login cookies a browser holds at once: more
+// would swell every request's Cookie header.
+const maxPendingLogins = 4
+
 // safeReturnTo returns target if it is a path on this origin, and "/"
 // otherwise: no scheme, no host, no "//" or "/\" that a browser would read
 // as another host, no control characters.
 func safeReturnTo(target string) string {
-	if target == "" || target[0] != '/' || len(target) > 2048 {
+	if target == "" || target[0] != '/' || len(target) > maxReturnTo {
 		return "/"
 	}
 	if len(target) > 1 && (target[1] == '/' || target[1] == '\\') {

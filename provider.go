@@ -106,6 +106,7 @@ type conn struct {
 	verifier *oidc.IDTokenVerifier
 	ctx      context.Context // carries the HTTP client for go-oidc and x/oauth2
 	renewAt  time.Time       // when the credentials need renewing; zero: never
+	gone     bool            // the provider no longer knows the client
 }
 
 // conn returns the ready connection, setting it up or renewing it first if
@@ -115,15 +116,26 @@ func (rp *RP) conn(ctx context.Context) (*conn, error) {
 	now := rp.now()
 	if c := rp.cur.Load(); c != nil && (c.renewAt.IsZero() || now.Before(c.renewAt)) {
 		if next := rp.nextCheck.Load(); next != 0 && now.UnixNano() >= next && rp.nextCheck.CompareAndSwap(next, now.Add(checkEvery).UnixNano()) {
-			go rp.verify(context.Background(), c) // periodic (its own trace): does the provider still know us?
+			go func() { // periodic, in its own trace: does the provider still know us?
+				ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+				defer cancel()
+				rp.verify(ctx, c)
+			}()
 		}
 		return c, nil
 	}
 	c, err := rp.setup.do(ctx, rp.now, rp.connect)
 	if err == nil {
 		rp.nextCheck.CompareAndSwap(0, now.Add(checkEvery).UnixNano())
+		return c, nil
 	}
-	return c, err
+	if cur := rp.cur.Load(); cur != nil && !cur.gone && !cur.creds.expiresWithin(now, 0) {
+		// Renewal failed (store or provider down) but the secret still works.
+		rp.log.Warn("oidcrp: renewing the client failed; using the current credentials until they expire", "client_id", cur.creds.ClientID,
+			"expires_at", cur.creds.ClientSecretExpiresAt, "err", err)
+		return cur, nil
+	}
+	return nil, err
 }
 
 // connect discovers (once) and obtains credentials.

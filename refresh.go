@@ -2,6 +2,7 @@ package oidcrp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"sync"
@@ -82,14 +83,25 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 		return nil
 	}
 	if call.err != nil {
+		if !refused(call.err) {
+			// The provider could not be asked: keep the session and try
+			// again on a later request.
+			if !running {
+				rp.log.Warn("oidcrp: refreshing the session's tokens failed; will retry", "sub", u.Subject, "err", call.err)
+			}
+			if rp.now().Before(u.Expiry) {
+				return u
+			}
+			return nil
+		}
 		if !running {
-			rp.log.Info("oidcrp: session ended: its tokens could not be refreshed", "sub", u.Subject, "err", call.err)
+			rp.log.Info("oidcrp: session ended: the provider refused to refresh its tokens", "sub", u.Subject, "err", call.err)
 			rp.sessions.revoke(u, rp.now())
 		}
 		rp.endSession(w, r, nil)
 		return nil
 	}
-	if err := rp.startSession(w, r, call.u); err != nil {
+	if err := rp.startSession(w, r, call.u, true); err != nil {
 		rp.log.Error("oidcrp: storing the refreshed session failed", "err", err)
 		return nil
 	}
@@ -99,6 +111,55 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 		}
 	}
 	return call.u
+}
+
+// sameAuthentication applies OpenID Connect Core §12.2 to an ID token from a
+// refresh: same iss, sub and aud as the session's, iat present, and auth_time
+// and nonce, when present, those of the original ID token (when the session
+// still has it).
+func sameAuthentication(u *User, idt *oidc.IDToken) error {
+	bad := func(why string) error {
+		return &AuthError{Reason: ReasonInvalidIDToken, Description: "refreshed ID token " + why}
+	}
+	if idt.Subject != u.Subject || idt.Issuer != u.Issuer {
+		return bad("names another subject or issuer")
+	}
+	if len(idt.Audience) != 1 || idt.IssuedAt.IsZero() {
+		return bad("has extra audiences or no iat")
+	}
+	payload, err := jwtPayload(u.idToken)
+	if u.idToken == "" || err != nil {
+		return nil
+	}
+	var orig, now struct {
+		AuthTime *int64 `json:"auth_time"`
+		Nonce    string `json:"nonce"`
+	}
+	if json.Unmarshal(payload, &orig) != nil || idt.Claims(&now) != nil {
+		return nil
+	}
+	if len(idt.Audience) == 1 && tokenAudience(u.idToken) != idt.Audience[0] {
+		return bad("is for another audience")
+	}
+	if orig.AuthTime != nil && now.AuthTime != nil && *orig.AuthTime != *now.AuthTime {
+		return bad("has another auth_time")
+	}
+	if now.Nonce != "" && now.Nonce != orig.Nonce {
+		return bad("has another nonce")
+	}
+	return nil
+}
+
+// refused reports whether a refresh failed because the provider refused the
+// grant or returned tokens that fail their checks, as opposed to failing to
+// answer at all.
+func refused(err error) bool {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		return re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500
+	}
+	var ae *AuthError
+	return errors.As(err, &ae) && ae.Reason == ReasonInvalidIDToken
 }
 
 // refresh exchanges u's refresh token (RFC 6749 §6) and checks a returned ID
@@ -120,16 +181,15 @@ func (rp *RP) doRefresh(ctx context.Context, c *conn, u *User) (*User, error) {
 	if err != nil {
 		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
 	}
-	nu := *u
-	nu.sid = randomString()[:22]
+	nu := *u // same session id: a logout revokes every generation of the session
 	nu.accessToken, nu.accessExpiry, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := c.verifier.Verify(ctx, raw)
 		if err != nil {
 			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
 		}
-		if idt.Subject != u.Subject || idt.Issuer != u.Issuer {
-			return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "refreshed ID token names another subject or issuer"}
+		if err := sameAuthentication(u, idt); err != nil {
+			return nil, err
 		}
 		if u.layered {
 			nu.idToken = raw // its claims are the session's

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -92,6 +93,21 @@ func TestKeepTokensRefreshRefusedEndsSession(t *testing.T) {
 				c["sub"] = "someone-else"
 			}
 		}}, func(*devop.Provider) {}},
+		"another nonce": {devop.Options{IDTokenLifetime: 10 * time.Minute, IDToken: func(c, h map[string]any) {
+			if _, ok := c["nonce"]; !ok {
+				c["nonce"] = "not-the-original"
+			}
+		}}, func(*devop.Provider) {}},
+		"another auth_time": {devop.Options{IDTokenLifetime: 10 * time.Minute, IDToken: func(c, h map[string]any) {
+			if _, ok := c["nonce"]; !ok {
+				c["auth_time"] = 12345
+			}
+		}}, func(*devop.Provider) {}},
+		"extra audience": {devop.Options{IDTokenLifetime: 10 * time.Minute, IDToken: func(c, h map[string]any) {
+			if _, ok := c["nonce"]; !ok {
+				c["aud"] = []any{c["aud"], "someone-else"}
+			}
+		}}, func(*devop.Provider) {}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -123,5 +139,54 @@ func TestSessionLifetimeBoundsRefresh(t *testing.T) {
 	e.clock.Advance(20 * time.Minute)
 	if status, _, _ := e.apiGet("/api"); status != http.StatusUnauthorized {
 		t.Fatalf("past SessionLifetime: %d, want 401", status)
+	}
+}
+
+// TestKeepTokensTransientFailureKeepsSession: a provider that cannot answer
+// a refresh does not end the session; the next request refreshes.
+func TestKeepTokensTransientFailureKeepsSession(t *testing.T) {
+	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute, AccessTokenLifetime: 5 * time.Minute}, Config{KeepTokens: true})
+	e.login("/")
+	up := e.opSrv.Config.Handler
+	e.opSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+	})
+	e.clock.Advance(5 * time.Minute) // the access token expired, the session has not
+	if status, _, resp := e.apiGet("/api"); status != http.StatusOK || setCookieNamed(resp, "oidcrp") != nil {
+		t.Fatalf("refresh failing at a down provider: %d", status)
+	}
+	e.opSrv.Config.Handler = up
+	if status, out, _ := e.apiGet("/api"); status != http.StatusOK || out["sub"] != "demo-user" {
+		t.Fatalf("after the provider came back: %d", status)
+	}
+	if form, _ := e.op.LastTokenRequest(); form.Get("grant_type") != "refresh_token" {
+		t.Errorf("no refresh after recovery: %v", form)
+	}
+}
+
+// TestLogoutRevokesRefreshableSession: after logout, the old cookie of a
+// refreshable session stays refused after its ID token would have expired
+// and after other logouts.
+func TestLogoutRevokesRefreshableSession(t *testing.T) {
+	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{KeepTokens: true})
+	e.login("/")
+	old := e.cookie("oidcrp")
+	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+	resp, _ := e.browser.Do(req)
+	resp.Body.Close()
+	e.clock.Advance(11 * time.Minute)
+	// Someone else logs in and out, which prunes expired revocations.
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	req, _ = http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+	resp, _ = e.browser.Do(req)
+	resp.Body.Close()
+
+	req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/api", nil)
+	req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
+	resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("logged-out refreshable session replayed: %d, want 401", resp.StatusCode)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -496,6 +497,13 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *Credent
 	}
 	if (c.RegistrationAccessToken == "") != (c.RegistrationClientURI == "") {
 		return nil, refuse("registration_access_token and registration_client_uri must come together")
+	}
+	if c.RegistrationClientURI != "" {
+		// OIDC DCR §3.2: https, as the registration access token goes there.
+		u, err := url.Parse(c.RegistrationClientURI)
+		if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && strings.HasPrefix(issuer, "http://"))) {
+			return nil, refuse("registration_client_uri %q must be an absolute https URL", truncate(c.RegistrationClientURI, 200))
+		}
 	}
 	switch m := c.authMethod(); m {
 	case "client_secret_basic", "client_secret_post":

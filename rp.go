@@ -249,7 +249,7 @@ func New(cfg Config) (*RP, error) {
 	rp := &RP{
 		cfg:          cfg,
 		log:          cfg.Logger.With("issuer", cfg.Issuer),
-		httpClient:   cfg.HTTPClient,
+		httpClient:   limitResponses(cfg.HTTPClient),
 		redirectPath: ru.Path,
 		secure:       ru.Scheme == "https",
 		now:          time.Now,

@@ -1209,3 +1209,52 @@ func TestWarmCallbackMakesOneRequest(t *testing.T) {
 		}
 	}
 }
+
+func TestPendingLoginCookiesBounded(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	for i := range 10 {
+		resp := e.get(fmt.Sprintf("%s/page/%d", e.app.URL, i), html)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
+		}
+		n := 0
+		u, _ := url.Parse(e.app.URL)
+		for _, c := range e.browser.Jar.Cookies(u) {
+			if strings.HasPrefix(c.Name, flowCookiePrefix) {
+				n++
+			}
+		}
+		if n > maxPendingLogins {
+			t.Fatalf("after %d abandoned attempts the browser holds %d login cookies", i+1, n)
+		}
+	}
+	// The last attempt still completes.
+	if out := e.login("/final"); out["path"] != "/final" {
+		t.Fatalf("login after many attempts: %v", out)
+	}
+}
+
+// TestServerSideSessionNotFixated: a session identifier planted in the
+// browser is not reused for the session a login creates.
+func TestServerSideSessionNotFixated(t *testing.T) {
+	store := sessions.NewFilesystemStore(t.TempDir(), []byte("0123456789abcdef0123456789abcdef"))
+	e := newEnv(t, devop.Options{}, Config{SessionStore: store})
+	e.login("/") // the attacker's own session…
+	planted := e.cookie("oidcrp")
+	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+	resp, _ := e.browser.Do(req)
+	resp.Body.Close()
+	// …whose cookie is planted in the victim's browser, who then logs in.
+	e.browser.Jar, _ = cookiejar.New(nil)
+	u, _ := url.Parse(e.app.URL)
+	e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: planted.Name, Value: planted.Value, Path: "/"}})
+	e.login("/")
+	req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/api", nil)
+	req.AddCookie(&http.Cookie{Name: planted.Name, Value: planted.Value})
+	resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the planted cookie opens the victim's session: %d", resp.StatusCode)
+	}
+}

@@ -284,6 +284,10 @@ type sessionCache struct {
 
 const maxCachedSessions = 10000
 
+// refreshableRevocation is how long a logout of a refreshable session is
+// remembered in process memory.
+const refreshableRevocation = 30 * 24 * time.Hour
+
 func newSessionCache() *sessionCache {
 	return &sessionCache{byValue: map[string]*User{}, revoked: map[string]time.Time{}}
 }
@@ -338,7 +342,15 @@ func (c *sessionCache) revoke(u *User, now time.Time) {
 			delete(c.revoked, k)
 		}
 	}
-	c.revoked[u.sid] = u.Expiry
+	until := u.Expiry
+	if u.refreshToken != "" {
+		// A refreshable session outlives its expiry; remember the logout
+		// as long as a refresh token may plausibly be honoured.
+		if later := now.Add(refreshableRevocation); later.After(until) {
+			until = later
+		}
+	}
+	c.revoked[u.sid] = until
 	for k, v := range c.byValue {
 		if v.sid == u.sid {
 			delete(c.byValue, k)
@@ -427,14 +439,22 @@ func (rp *RP) storeUser(r *http.Request) *User {
 // under the 4096 bytes browsers accept.
 const maxCookieBytes = 3800
 
-// startSession stores u in a new session.
-func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User) error {
+// startSession stores u in a new session (at login: a new server-side
+// identifier too) or, with renew, in the request's session (a refresh).
+func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User, renew bool) error {
+	cp := *u // the caller's user may be shared with other requests
+	u = &cp
 	if rp.cfg.SessionStore != nil {
 		sess, _ := rp.cfg.SessionStore.New(r, rp.cfg.SessionName) // an undecodable old cookie is no error here
 		if sess == nil {
 			return errors.New("oidcrp: session store returned no session")
 		}
-		sess.Values[sessionValueKey] = u.encode()
+		if !renew {
+			// Never continue a session identifier the browser brought: that
+			// would let a planted cookie fixate the session.
+			sess.ID, sess.IsNew = "", true
+		}
+		sess.Values = map[any]any{sessionValueKey: u.encode()}
 		sess.Options.HttpOnly, sess.Options.Secure, sess.Options.SameSite = true, rp.secure, http.SameSiteLaxMode
 		sess.Options.Path = "/"
 		sess.Options.MaxAge = 0 // a refreshable session outlives its ID token: a browser-session cookie

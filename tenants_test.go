@@ -295,3 +295,33 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 	}
 	return a
 }
+
+// TestProviderResponsesCapped: a provider streaming an endless userinfo
+// response fails the login instead of exhausting memory.
+func TestProviderResponsesCapped(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	up := e.opSrv.Config.Handler
+	e.opSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/userinfo") {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"sub":"demo-user","x":"`))
+			chunk := []byte(strings.Repeat("a", 64<<10))
+			for range 64 { // 4 MiB
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+			return
+		}
+		up.ServeHTTP(w, r)
+	})
+	hops := e.follow(e.get(e.app.URL+"/", html))
+	last := hops[len(hops)-1]
+	last.Body.Close()
+	if last.StatusCode != http.StatusBadGateway || e.cookie("oidcrp") != nil {
+		t.Fatalf("oversized userinfo: %d", last.StatusCode)
+	}
+	if !strings.Contains(e.logs.String(), "larger than 1 MiB") {
+		t.Errorf("cap not reported:\n%s", e.logs)
+	}
+}
