@@ -171,22 +171,13 @@ func TestLogoutRevokesRefreshableSession(t *testing.T) {
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{KeepTokens: true})
 	e.login("/")
 	old := e.cookie("oidcrp")
-	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
-	resp, _ := e.browser.Do(req)
-	resp.Body.Close()
+	e.postLogout()
 	e.clock.Advance(11 * time.Minute)
 	// Someone else logs in and out, which prunes expired revocations.
 	e.browser.Jar, _ = cookiejar.New(nil)
 	e.login("/")
-	req, _ = http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
-	resp, _ = e.browser.Do(req)
-	resp.Body.Close()
-
-	req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/api", nil)
-	req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
-	resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("logged-out refreshable session replayed: %d, want 401", resp.StatusCode)
+	e.postLogout()
+	if status := e.replay("/api", old); status != http.StatusUnauthorized {
+		t.Fatalf("logged-out refreshable session replayed: %d, want 401", status)
 	}
 }

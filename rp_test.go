@@ -224,6 +224,45 @@ func (e *testEnv) cookie(name string) *http.Cookie {
 	return nil
 }
 
+// replay sends an API request to path carrying only the given cookie, as an
+// attacker or a stale tab would, and returns the status.
+func (e *testEnv) replay(path string, c *http.Cookie) int {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.app.URL+path, nil)
+	req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	resp, err := (&http.Client{Transport: e.browser.Transport}).Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// postLogout signs the browser out through POST /logout (not following the
+// redirect) and returns the response.
+func (e *testEnv) postLogout() *http.Response {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
+	req.Header.Set("Origin", e.app.URL)
+	resp, err := e.browser.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// attempt follows a browser navigation to path through every redirect and
+// returns the last response's status and body.
+func (e *testEnv) attempt(path string) (int, string) {
+	e.t.Helper()
+	hops := e.follow(e.get(e.app.URL+path, html))
+	last := hops[len(hops)-1]
+	defer last.Body.Close()
+	b, _ := io.ReadAll(last.Body)
+	return last.StatusCode, string(b)
+}
+
 func setCookieNamed(resp *http.Response, name string) *http.Cookie {
 	for _, c := range resp.Cookies() {
 		if c.Name == name {
@@ -380,92 +419,50 @@ func TestCallbackRejections(t *testing.T) {
 	foreign := devop.New(devop.Options{})
 	cases := []struct {
 		name       string
-		opts       func(op **devop.Provider) devop.Options
+		opts       devop.Options
 		status     int
 		reason     string
 		noUserInfo bool
 	}{
-		{"provider error", func(**devop.Provider) devop.Options {
-			return devop.Options{Authorize: func(v url.Values) { v.Del("code"); v.Set("error", "access_denied") }}
-		}, 403, ReasonProviderError, true},
-		{"iss mismatch", func(**devop.Provider) devop.Options {
-			return devop.Options{Authorize: func(v url.Values) { v.Set("iss", "https://evil.example") }}
-		}, 400, ReasonIssuerMismatch, true},
-		{"iss missing though advertised", func(**devop.Provider) devop.Options {
-			return devop.Options{Authorize: func(v url.Values) { v.Del("iss") }}
-		}, 400, ReasonIssuerMismatch, true},
-		{"state altered", func(**devop.Provider) devop.Options {
-			return devop.Options{Authorize: func(v url.Values) { v.Set("state", v.Get("state")[:42]+"A") }}
-		}, 400, ReasonStateMismatch, true},
-		{"state missing", func(**devop.Provider) devop.Options {
-			return devop.Options{Authorize: func(v url.Values) { v.Del("state") }}
-		}, 400, ReasonStateMismatch, true},
-		{"nonce mismatch", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { c["nonce"] = "012345678" }}
-		}, 400, ReasonNonceMismatch, true},
-		{"nonce missing", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "nonce") }}
-		}, 400, ReasonNonceMismatch, true},
-		{"wrong aud", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = "https://example.com/" }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"extra aud", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = []any{c["aud"], "other-client"} }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"iss claim mismatch", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { c["iss"] = "https://example.org/" }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"missing iat", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "iat") }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"missing sub", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "sub") }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"expired", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) {
-				c["exp"] = time.Now().Add(-6 * time.Minute).Unix()
-				c["iat"] = time.Now().Add(-time.Hour).Unix()
-			}}
-		}, 400, ReasonInvalidIDToken, true},
-		{"missing exp", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { delete(c, "exp") }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"alg none", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) { h["alg"] = "none" }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"bad signature", func(**devop.Provider) devop.Options {
-			return devop.Options{TokenResponse: func(body map[string]any) {
-				parts := strings.Split(body["id_token"].(string), ".")
-				sig := []byte(parts[2])
-				sig[5] ^= 1
-				body["id_token"] = parts[0] + "." + parts[1] + "." + string(sig)
-			}}
-		}, 400, ReasonInvalidIDToken, true},
-		{"signed by a foreign key", func(**devop.Provider) devop.Options {
-			return devop.Options{IDToken: func(c, h map[string]any) {}, TokenResponse: func(body map[string]any) {
-				claims := map[string]any{}
-				parts := strings.Split(body["id_token"].(string), ".")
-				b, _ := decodeSegment(parts[1])
-				json.Unmarshal(b, &claims)
-				body["id_token"] = foreign.SignWithForeignKey(claims)
-			}}
-		}, 400, ReasonInvalidIDToken, true},
-		{"no id_token", func(**devop.Provider) devop.Options {
-			return devop.Options{TokenResponse: func(body map[string]any) { delete(body, "id_token") }}
-		}, 400, ReasonInvalidIDToken, true},
-		{"userinfo sub mismatch", func(**devop.Provider) devop.Options {
-			return devop.Options{UserInfo: func(c map[string]any) { c["sub"] = "foobar" }}
-		}, 502, ReasonUserInfo, false},
+		{"provider error", devop.Options{Authorize: func(v url.Values) { v.Del("code"); v.Set("error", "access_denied") }}, 403, ReasonProviderError, true},
+		{"iss mismatch", devop.Options{Authorize: func(v url.Values) { v.Set("iss", "https://evil.example") }}, 400, ReasonIssuerMismatch, true},
+		{"iss missing though advertised", devop.Options{Authorize: func(v url.Values) { v.Del("iss") }}, 400, ReasonIssuerMismatch, true},
+		{"state altered", devop.Options{Authorize: func(v url.Values) { v.Set("state", v.Get("state")[:42]+"A") }}, 400, ReasonStateMismatch, true},
+		{"state missing", devop.Options{Authorize: func(v url.Values) { v.Del("state") }}, 400, ReasonStateMismatch, true},
+		{"nonce mismatch", devop.Options{IDToken: func(c, h map[string]any) { c["nonce"] = "012345678" }}, 400, ReasonNonceMismatch, true},
+		{"nonce missing", devop.Options{IDToken: func(c, h map[string]any) { delete(c, "nonce") }}, 400, ReasonNonceMismatch, true},
+		{"wrong aud", devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = "https://example.com/" }}, 400, ReasonInvalidIDToken, true},
+		{"extra aud", devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = []any{c["aud"], "other-client"} }}, 400, ReasonInvalidIDToken, true},
+		{"iss claim mismatch", devop.Options{IDToken: func(c, h map[string]any) { c["iss"] = "https://example.org/" }}, 400, ReasonInvalidIDToken, true},
+		{"missing iat", devop.Options{IDToken: func(c, h map[string]any) { delete(c, "iat") }}, 400, ReasonInvalidIDToken, true},
+		{"missing sub", devop.Options{IDToken: func(c, h map[string]any) { delete(c, "sub") }}, 400, ReasonInvalidIDToken, true},
+		{"expired", devop.Options{IDToken: func(c, h map[string]any) {
+			c["exp"] = time.Now().Add(-6 * time.Minute).Unix()
+			c["iat"] = time.Now().Add(-time.Hour).Unix()
+		}}, 400, ReasonInvalidIDToken, true},
+		{"missing exp", devop.Options{IDToken: func(c, h map[string]any) { delete(c, "exp") }}, 400, ReasonInvalidIDToken, true},
+		{"alg none", devop.Options{IDToken: func(c, h map[string]any) { h["alg"] = "none" }}, 400, ReasonInvalidIDToken, true},
+		{"bad signature", devop.Options{TokenResponse: func(body map[string]any) {
+			parts := strings.Split(body["id_token"].(string), ".")
+			sig := []byte(parts[2])
+			sig[5] ^= 1
+			body["id_token"] = parts[0] + "." + parts[1] + "." + string(sig)
+		}}, 400, ReasonInvalidIDToken, true},
+		{"signed by a foreign key", devop.Options{TokenResponse: func(body map[string]any) {
+			claims := map[string]any{}
+			parts := strings.Split(body["id_token"].(string), ".")
+			b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+			json.Unmarshal(b, &claims)
+			body["id_token"] = foreign.SignWithForeignKey(claims)
+		}}, 400, ReasonInvalidIDToken, true},
+		{"no id_token", devop.Options{TokenResponse: func(body map[string]any) { delete(body, "id_token") }}, 400, ReasonInvalidIDToken, true},
+		{"userinfo sub mismatch", devop.Options{UserInfo: func(c map[string]any) { c["sub"] = "foobar" }}, 502, ReasonUserInfo, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, tc.opts(nil), Config{})
-			hops := e.follow(e.get(e.app.URL+"/", html))
-			last := hops[len(hops)-1]
-			body, _ := io.ReadAll(last.Body)
-			last.Body.Close()
-			if last.StatusCode != tc.status || !strings.Contains(string(body), tc.reason) {
-				t.Errorf("ended with %d %s, want %d with reason %s", last.StatusCode, body, tc.status, tc.reason)
+			e := newEnv(t, tc.opts, Config{})
+			if status, body := e.attempt("/"); status != tc.status || !strings.Contains(body, tc.reason) {
+				t.Errorf("ended with %d %s, want %d with reason %s", status, body, tc.status, tc.reason)
 			}
 			if e.cookie("oidcrp") != nil {
 				t.Error("a session cookie was set")
@@ -481,10 +478,6 @@ func TestCallbackRejections(t *testing.T) {
 			}
 		})
 	}
-}
-
-func decodeSegment(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(s)
 }
 
 func TestReplayedCallbackRejected(t *testing.T) {
@@ -767,12 +760,8 @@ func TestLogout(t *testing.T) {
 	}
 
 	// The old cookie, replayed, no longer authenticates (documented: in this process).
-	req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
-	req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
-	resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("replayed session cookie after logout: %d, want 401", resp.StatusCode)
+	if status := e.replay("/", old); status != http.StatusUnauthorized {
+		t.Errorf("replayed session cookie after logout: %d, want 401", status)
 	}
 }
 
@@ -786,15 +775,8 @@ func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
 		"garbage":   "%%%not-base64",
 		"empty":     "",
 	} {
-		req, _ := http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
-		req.AddCookie(&http.Cookie{Name: "oidcrp", Value: value})
-		resp, err := (&http.Client{Transport: e.browser.Transport}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s cookie: %d, want 401", name, resp.StatusCode)
+		if status := e.replay("/", &http.Cookie{Name: "oidcrp", Value: value}); status != http.StatusUnauthorized {
+			t.Errorf("%s cookie: %d, want 401", name, status)
 		}
 	}
 }
@@ -1134,11 +1116,8 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 	})
 	t.Run("too large without a filter", func(t *testing.T) {
 		e := newEnv(t, devop.Options{Claims: big}, Config{})
-		hops := e.follow(e.get(e.app.URL+"/", html))
-		last := hops[len(hops)-1]
-		last.Body.Close()
-		if last.StatusCode != http.StatusInternalServerError || e.cookie("oidcrp") != nil {
-			t.Errorf("oversized session: %d", last.StatusCode)
+		if status, _ := e.attempt("/"); status != http.StatusInternalServerError || e.cookie("oidcrp") != nil {
+			t.Errorf("oversized session: %d", status)
 		}
 		if !strings.Contains(e.logs.String(), "ClaimFilter") {
 			t.Errorf("the log does not say what to do:\n%s", e.logs)
@@ -1157,15 +1136,9 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 		// Logout deletes the server-side session: the old cookie no longer works.
 		old := e.cookie("oidcrp")
-		req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
-		resp, _ := e.browser.Do(req)
-		resp.Body.Close()
-		req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/", nil)
-		req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
-		resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("server-side session replayed after logout: %d", resp.StatusCode)
+		e.postLogout()
+		if status := e.replay("/", old); status != http.StatusUnauthorized {
+			t.Errorf("server-side session replayed after logout: %d", status)
 		}
 	})
 }
@@ -1242,19 +1215,13 @@ func TestServerSideSessionNotFixated(t *testing.T) {
 	e := newEnv(t, devop.Options{}, Config{SessionStore: store})
 	e.login("/") // the attacker's own session…
 	planted := e.cookie("oidcrp")
-	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/logout", nil)
-	resp, _ := e.browser.Do(req)
-	resp.Body.Close()
+	e.postLogout()
 	// …whose cookie is planted in the victim's browser, who then logs in.
 	e.browser.Jar, _ = cookiejar.New(nil)
 	u, _ := url.Parse(e.app.URL)
 	e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: planted.Name, Value: planted.Value, Path: "/"}})
 	e.login("/")
-	req, _ = http.NewRequest(http.MethodGet, e.app.URL+"/api", nil)
-	req.AddCookie(&http.Cookie{Name: planted.Name, Value: planted.Value})
-	resp, _ = (&http.Client{Transport: e.browser.Transport}).Do(req)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("the planted cookie opens the victim's session: %d", resp.StatusCode)
+	if status := e.replay("/api", planted); status != http.StatusUnauthorized {
+		t.Fatalf("the planted cookie opens the victim's session: %d", status)
 	}
 }
