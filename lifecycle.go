@@ -27,8 +27,7 @@ const (
 // nil at first use.
 func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (creds *Credentials, renewAt time.Time, err error) {
 	if rp.cfg.ClientID != "" {
-		m := rp.cfg.Metadata
-		return &Credentials{Issuer: rp.cfg.Issuer, ClientID: rp.cfg.ClientID, ClientSecret: Secret(rp.cfg.ClientSecret), Metadata: m}, time.Time{}, nil
+		return &Credentials{Issuer: rp.cfg.Issuer, ClientID: rp.cfg.ClientID, ClientSecret: Secret(rp.cfg.ClientSecret), Metadata: rp.cfg.Metadata}, time.Time{}, nil
 	}
 	if disc.RegistrationEndpoint == "" {
 		return nil, time.Time{}, ErrNoRegistration

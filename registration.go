@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -160,6 +161,9 @@ func (s Secret) String() string {
 
 // GoString redacts the secret in %#v output.
 func (s Secret) GoString() string { return fmt.Sprintf("%q", s.String()) }
+
+// LogValue redacts the secret in structured logs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // MarshalJSON encodes the secret redacted; stores use their own encoding.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }

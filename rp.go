@@ -144,7 +144,7 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Trace, when set, receives start, stop and exception events of every
-	// provider interaction and login. Default: none, at no cost.
+	// provider interaction and login. Default: none.
 	Trace *Trace
 
 	// ErrorHandler, when set, writes error responses instead of the plain
