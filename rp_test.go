@@ -150,6 +150,7 @@ func (e *testEnv) handler(rp *RP) http.Handler {
 			"access_token": u.AccessToken()})
 	})
 	mux.Handle("/", rp.Require(protected))
+	mux.Handle("/signin", rp.LoginHandler())
 	mux.Handle("/public", rp.Optional(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, ok := UserFromContext(r.Context()); ok {
 			fmt.Fprint(w, "hello ", u.Subject)
@@ -1223,5 +1224,16 @@ func TestServerSideSessionNotFixated(t *testing.T) {
 	e.login("/")
 	if status := e.replay("/api", planted); status != http.StatusUnauthorized {
 		t.Fatalf("the planted cookie opens the victim's session: %d", status)
+	}
+}
+
+func TestLoginHandler(t *testing.T) {
+	e := newEnv(t, devop.Options{}, Config{})
+	if out := e.login("/signin?return_to=/reports%3Fq%3D1"); out["path"] != "/reports?q=1" {
+		t.Fatalf("LoginHandler returned to %v", out["path"])
+	}
+	e.browser.Jar, _ = cookiejar.New(nil)
+	if out := e.login("/signin?return_to=//evil.example/"); out["path"] != "/" {
+		t.Fatalf("LoginHandler followed an off-site return_to: %v", out["path"])
 	}
 }
