@@ -104,9 +104,8 @@ type conn struct {
 	creds    *Credentials
 	oauth    *oauth2.Config
 	verifier *oidc.IDTokenVerifier
-	ctx      context.Context // carries the HTTP client for go-oidc and x/oauth2
-	renewAt  time.Time       // when the credentials need renewing; zero: never
-	gone     bool            // the provider no longer knows the client
+	renewAt  time.Time // when the credentials need renewing; zero: never
+	gone     bool      // the provider no longer knows the client
 }
 
 // conn returns the ready connection, setting it up or renewing it first if
@@ -169,16 +168,15 @@ func (rp *RP) connect(ctx context.Context) (*conn, error) {
 func (rp *RP) newConn(disc *discovery, prev *conn, creds *Credentials, renewAt time.Time) *conn {
 	c := &conn{disc: disc, creds: creds, renewAt: renewAt}
 	if prev != nil {
-		c.ctx, c.provider = prev.ctx, prev.provider
+		c.provider = prev.provider // and its cached keys
 	} else {
-		c.ctx = oidc.ClientContext(context.Background(), rp.httpClient)
 		c.provider = (&oidc.ProviderConfig{
 			IssuerURL:   disc.Issuer,
 			AuthURL:     disc.AuthorizationEndpoint,
 			TokenURL:    disc.TokenEndpoint,
 			UserInfoURL: disc.UserinfoEndpoint,
 			JWKSURL:     disc.JWKSURI,
-		}).NewProvider(c.ctx)
+		}).NewProvider(oidc.ClientContext(context.Background(), rp.httpClient))
 	}
 	style := oauth2.AuthStyleInParams
 	if creds.authMethod() == "client_secret_basic" {
