@@ -88,7 +88,7 @@ func benchRP(b *testing.B) (*RP, *http.Request) {
 	key := make([]byte, 32)
 	rp, err := New(Config{
 		Issuer: "https://login.example.com", RedirectURL: "https://app.example.com/auth/callback",
-		SessionKeys: [][]byte{key}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SessionKeys: []Secret{Secret(key)}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 )
 
@@ -22,7 +21,7 @@ import (
 func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	ctx, end := rp.span(r.Context(), OpLogin, rp.ClientID())
+	ctx, end := rp.trace.span(r.Context(), OpLogin, rp.clientID())
 	r = r.WithContext(ctx)
 	status, err := rp.callback(w, r)
 	end(err)
@@ -49,7 +48,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	if err != nil {
 		return statusOf(err), err
 	}
-	c, err := rp.conn(r.Context())
+	c, err := rp.lc.client(r.Context())
 	if err != nil {
 		return http.StatusServiceUnavailable, err
 	}
@@ -69,7 +68,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	u, err := rp.complete(r.Context(), c, f, q.Get("code"))
 	if err != nil {
 		var ae *AuthError
-		if errors.As(err, &ae) && ae.Reason == ReasonInvalidClient && !f.Retried && rp.replaceRejected(r.Context(), c) {
+		if errors.As(err, &ae) && ae.Reason == ReasonInvalidClient && !f.Retried && rp.lc.rejected(r.Context(), c, true) {
 			return rp.restartLogin(w, r, f, err)
 		}
 		return statusOf(err), err
@@ -94,7 +93,7 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 		return nil, bad("no login in progress for this state in this browser (expired, finished, or started elsewhere)")
 	}
 	http.SetCookie(w, rp.cookie(name, "", "/", time.Time{})) // one use only
-	s, err := rp.sealer(r.Context())
+	s, err := rp.keys.sealer(r.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +120,7 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 // checkResponseIssuer applies RFC 9207 §2.4: an iss parameter must equal the
 // issuer the request went to, and is required from a provider that
 // advertises it.
-func (rp *RP) checkResponseIssuer(c *conn, f *flow, iss string, present bool) error {
+func (rp *RP) checkResponseIssuer(c *client, f *flow, iss string, present bool) error {
 	switch {
 	case present && iss != f.Issuer:
 		return &AuthError{Reason: ReasonIssuerMismatch, Description: fmt.Sprintf("authorization response from %q, expected %q", truncate(iss, 200), f.Issuer)}
@@ -132,9 +131,9 @@ func (rp *RP) checkResponseIssuer(c *conn, f *flow, iss string, present bool) er
 }
 
 // complete exchanges the code and builds the user from verified tokens.
-func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*User, error) {
-	xctx, end := rp.span(ctx, OpTokenExchange, c.creds.ClientID)
-	tok, err := c.oauth.Exchange(oidc.ClientContext(xctx, rp.httpClient), code, oauth2.VerifierOption(f.Verifier))
+func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*User, error) {
+	xctx, end := rp.trace.span(ctx, OpTokenExchange, c.creds.ClientID)
+	tok, err := c.oauth.Exchange(c.context(xctx), code, oauth2.VerifierOption(f.Verifier))
 	end(err)
 	if err != nil {
 		var re *oauth2.RetrieveError
@@ -147,7 +146,7 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 	if raw == "" {
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "token response has no id_token"}
 	}
-	octx := oidc.ClientContext(ctx, rp.httpClient)
+	octx := c.context(ctx)
 	idt, err := c.verifier.Verify(octx, raw)
 	if err != nil {
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
@@ -171,8 +170,8 @@ func (rp *RP) complete(ctx context.Context, c *conn, f *flow, code string) (*Use
 	}
 	extras := map[string]any{} // userinfo claims the ID token lacks
 	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
-		uctx, end := rp.span(ctx, OpUserInfo, c.creds.ClientID)
-		ui, err := c.provider.UserInfo(oidc.ClientContext(uctx, rp.httpClient), oauth2.StaticTokenSource(tok))
+		uctx, end := rp.trace.span(ctx, OpUserInfo, c.creds.ClientID)
+		ui, err := c.provider.UserInfo(c.context(uctx), oauth2.StaticTokenSource(tok))
 		if err == nil && ui.Subject != idt.Subject {
 			// OIDC Core §5.3.2: the response must not be used.
 			err = errors.New("userinfo sub differs from the ID token's")

@@ -93,13 +93,13 @@ func BenchmarkCallback(b *testing.B) {
 	b.Run("oidcrp", func(b *testing.B) {
 		rp, err := New(Config{
 			Issuer: iss, RedirectURL: "https://app.example.com/cb", ClientID: "bench-client", ClientSecret: "secret",
-			SkipUserInfo: true, SessionKeys: [][]byte{make([]byte, 32)}, HTTPClient: op.srv.Client(),
+			SkipUserInfo: true, SessionKeys: []Secret{Secret(make([]byte, 32))}, HTTPClient: op.srv.Client(),
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
-		s, _ := rp.sealer(context.Background())
+		s, _ := rp.keys.sealer(context.Background())
 		state := randomString()
 		f, _ := json.Marshal(flow{State: state, Nonce: benchNonce, Verifier: oauth2.GenerateVerifier(), Issuer: iss,
 			ClientID: "bench-client", ReturnTo: "/", Created: time.Now().Unix()})

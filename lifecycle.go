@@ -6,116 +6,405 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 )
 
-// Timing of the registration lifecycle.
+// Timing of the client's lifecycle.
 const (
+	setupTimeout    = 60 * time.Second // bounds one setup, which runs detached from the request that started it
+	cleanupTimeout  = 10 * time.Second // bounds deleting a superseded registration
 	renewRetry      = 30 * time.Second // next renewal attempt after one failed while the old secret still works
 	reregisterEvery = 30 * time.Second // at most one replacement of a rejected registration per period
-	verifyEvery     = 10 * time.Second // at most one "does the client still exist" check per period
-	checkEvery      = time.Hour        // periodic check of the registration while logins happen
-	cleanupTimeout  = 10 * time.Second
+	verifyEvery     = 10 * time.Second // at most one check on suspicion that the provider forgot the client
+	checkEvery      = time.Hour        // periodic maintenance while the client is in use
 )
 
-// credentials returns usable credentials: the configured client, the stored
+// client is a ready client of the provider: its discovery document, the
+// credentials in use and what is built from them. It is immutable; the
+// lifecycle replaces it.
+type client struct {
+	disc     *discovery
+	provider *oidc.Provider
+	creds    *credentials
+	oauth    *oauth2.Config
+	verifier *oidc.IDTokenVerifier
+	http     *http.Client
+	renewAt  time.Time // when the credentials need renewing; zero: never
+	gone     bool      // the provider no longer knows the client
+}
+
+// context returns ctx carrying the HTTP client for go-oidc and x/oauth2.
+func (c *client) context(ctx context.Context) context.Context {
+	return oidc.ClientContext(ctx, c.http)
+}
+
+// lifecycle owns the provider client: discovery, the stored credentials,
+// registration (RFC 7591), the RFC 7592 checks, renewal of expiring secrets,
+// replacement of a client the provider forgot, deletion of superseded
+// registrations, and decommission.
+//
+// The request path asks it one question, [lifecycle.client], and reports
+// one event, [lifecycle.rejected]. Everything else happens inside: setup on
+// first use, shared by concurrent callers and backed off after a failure,
+// and a periodic maintenance on a timer while the client is in use.
+type lifecycle struct {
+	cfg       *Config // read only
+	legacyKey string  // where an earlier release kept the credentials, if anywhere
+	http      *http.Client
+	log       *slog.Logger
+	trace     *tracer
+	now       func() time.Time
+
+	cur   atomic.Pointer[client]
+	setup inflight[struct{}, *client]
+	used  atomic.Bool // a client was asked for since the last maintenance
+
+	mu          sync.Mutex // guards the fields below
+	failures    int        // consecutive failed setups
+	retryAt     time.Time  // no setup before then
+	lastErr     error      // of the last failed setup
+	timer       *time.Timer
+	closed      bool
+	lastVerify  time.Time  // last check on suspicion
+	lastRenewal time.Time  // last replacement of a client the provider rejected
+	checking    sync.Mutex // one check of the registration at a time
+}
+
+// client returns the current client, setting it up or renewing its
+// credentials first when needed. A failure wraps ErrUnavailable.
+func (l *lifecycle) client(ctx context.Context) (*client, error) {
+	l.used.Store(true)
+	now := l.now()
+	if c := l.cur.Load(); c != nil && (c.renewAt.IsZero() || now.Before(c.renewAt)) {
+		return c, nil
+	}
+	c, err := l.connect(ctx)
+	if err == nil {
+		return c, nil
+	}
+	if cur := l.cur.Load(); cur != nil && !cur.gone && !cur.creds.expiresWithin(now, 0) {
+		// Renewal failed (store or provider down) but the secret still works.
+		l.log.Warn("oidcrp: renewing the client failed; using the current credentials until they expire", "client_id", cur.creds.ClientID,
+			"expires_at", cur.creds.ClientSecretExpiresAt, "err", err)
+		return cur, nil
+	}
+	return nil, err
+}
+
+// connect runs one setup for all concurrent callers. After a failure,
+// callers get it again without a new attempt until a backoff has passed,
+// so a provider outage costs one attempt per period, not one per request.
+func (l *lifecycle) connect(ctx context.Context) (*client, error) {
+	l.mu.Lock()
+	if now := l.now(); now.Before(l.retryAt) {
+		err := &unavailableError{cause: l.lastErr, retryAfter: l.retryAt.Sub(now)}
+		l.mu.Unlock()
+		return nil, err
+	}
+	l.mu.Unlock()
+	c, err, _ := l.setup.do(ctx, struct{}{}, func(ctx context.Context) (*client, error) {
+		// Detached: the request that happens to run the setup may go away,
+		// the others still want its result.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+		defer cancel()
+		c, err := l.establish(ctx)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err != nil {
+			l.failures++
+			l.lastErr = err
+			l.retryAt = l.now().Add(backoff(l.failures))
+			return nil, err
+		}
+		l.failures, l.lastErr, l.retryAt = 0, nil, time.Time{}
+		if l.timer == nil && !l.closed {
+			l.timer = time.AfterFunc(checkEvery, l.tick)
+		}
+		return c, nil
+	})
+	if err != nil {
+		retry := backoff(1)
+		l.mu.Lock()
+		if d := l.retryAt.Sub(l.now()); d > 0 {
+			retry = d
+		}
+		l.mu.Unlock()
+		return nil, &unavailableError{cause: err, retryAfter: retry}
+	}
+	return c, nil
+}
+
+// backoff is 1s, 2s, 4s … capped at one minute.
+func backoff(failures int) time.Duration {
+	d := time.Second << min(max(failures, 1)-1, 6)
+	return min(d, time.Minute)
+}
+
+// establish discovers the provider (once) and obtains credentials.
+func (l *lifecycle) establish(ctx context.Context) (*client, error) {
+	prev := l.cur.Load()
+	var disc *discovery
+	if prev != nil {
+		disc = prev.disc
+	} else {
+		dctx, end := l.trace.span(ctx, OpDiscovery, "")
+		d, err := discover(dctx, l.http, l.cfg.Issuer, l.log)
+		end(err)
+		if err != nil {
+			return nil, err
+		}
+		disc = d
+		l.trace.jwksURL(d.JWKSURI)
+	}
+	creds, renewAt, err := l.obtain(ctx, disc, prev)
+	if err != nil {
+		return nil, err
+	}
+	c := l.build(disc, prev, creds, renewAt)
+	l.cur.Store(c)
+	return c, nil
+}
+
+// build makes the client for creds: the OAuth 2.0 configuration and the ID
+// token verifier. A renewal keeps the provider, and with it its cached keys.
+func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, renewAt time.Time) *client {
+	c := &client{disc: disc, creds: creds, http: l.http, renewAt: renewAt}
+	if prev != nil {
+		c.provider = prev.provider
+	} else {
+		c.provider = (&oidc.ProviderConfig{
+			IssuerURL:   disc.Issuer,
+			AuthURL:     disc.AuthorizationEndpoint,
+			TokenURL:    disc.TokenEndpoint,
+			UserInfoURL: disc.UserinfoEndpoint,
+			JWKSURL:     disc.JWKSURI,
+		}).NewProvider(oidc.ClientContext(context.Background(), l.http))
+	}
+	style := oauth2.AuthStyleInParams
+	if creds.authMethod() == "client_secret_basic" {
+		style = oauth2.AuthStyleInHeader
+	}
+	c.oauth = &oauth2.Config{
+		ClientID:     creds.ClientID,
+		ClientSecret: string(creds.ClientSecret),
+		Endpoint:     oauth2.Endpoint{AuthURL: disc.AuthorizationEndpoint, TokenURL: disc.TokenEndpoint, AuthStyle: style},
+		RedirectURL:  l.cfg.RedirectURL,
+		Scopes:       l.cfg.Scopes,
+	}
+	alg := creds.Metadata.IDTokenSignedResponseAlg
+	if alg == "" || alg == "none" {
+		alg = oidc.RS256 // OIDC DCR §2 default; unsigned ID tokens are never accepted
+	}
+	c.verifier = c.provider.Verifier(&oidc.Config{
+		ClientID:             creds.ClientID,
+		SupportedSigningAlgs: []string{alg},
+		Now:                  l.now,
+	})
+	return c
+}
+
+// rejected reports that the provider rejected client c: confirmed when the
+// token endpoint answered invalid_client, suspected when a browser's earlier
+// login never came back (a provider shows its own error page to a browser
+// sent by a client it does not know). The lifecycle checks the registration
+// (on suspicion at most once per verifyEvery), adopts credentials a peer or
+// the provider rotated, and drops a forgotten client so that the next
+// request registers anew (on confirmation at most once per reregisterEvery).
+// It reports whether c was replaced, so that a login may be restarted.
+func (l *lifecycle) rejected(ctx context.Context, c *client, confirmed bool) bool {
+	if l.cfg.ClientID != "" {
+		return false // a client configured by hand cannot be replaced
+	}
+	if !confirmed {
+		if !l.checking.TryLock() {
+			return false // a check is under way
+		}
+		defer l.checking.Unlock()
+		now := l.now()
+		if l.cur.Load() != c || now.Sub(l.lastVerify) < verifyEvery {
+			return false
+		}
+		l.lastVerify = now
+		return l.check(ctx, c, false)
+	}
+	l.checking.Lock()
+	defer l.checking.Unlock()
+	if cur := l.cur.Load(); cur != c {
+		return cur != nil // already replaced
+	}
+	if l.now().Sub(l.lastRenewal) < reregisterEvery {
+		l.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
+		return false
+	}
+	return l.check(ctx, c, true)
+}
+
+// check asks the provider whether c's client still exists, adopts rotated
+// credentials and drops a forgotten client. A client the token endpoint
+// rejected that has no client configuration endpoint to ask counts as
+// forgotten. It reports whether c was replaced. The caller holds l.checking.
+func (l *lifecycle) check(ctx context.Context, c *client, rejected bool) bool {
+	refused := c.creds
+	if !rejected || c.creds.RegistrationClientURI != "" {
+		cur, alive := l.checkRegistration(ctx, c.disc, c.creds)
+		if alive {
+			if cur.ClientSecret != c.creds.ClientSecret || cur.RegistrationAccessToken != c.creds.RegistrationAccessToken {
+				return l.adopt(c, cur)
+			}
+			return rejected && l.reload(ctx, c)
+		}
+		refused = cur
+	}
+	l.lastRenewal = l.now()
+	l.forget(ctx, c, refused)
+	return true
+}
+
+// tick runs the periodic maintenance when the client was used since the
+// last one, and schedules the next.
+func (l *lifecycle) tick() {
+	if l.used.Swap(false) {
+		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+		l.maintain(ctx)
+		cancel()
+	}
+	l.mu.Lock()
+	if !l.closed {
+		l.timer.Reset(checkEvery)
+	}
+	l.mu.Unlock()
+}
+
+// maintain checks that the provider still knows the client, and deletes
+// superseded registrations whose deletion failed before.
+func (l *lifecycle) maintain(ctx context.Context) {
+	if c := l.cur.Load(); c != nil && !c.gone && l.cfg.ClientID == "" {
+		l.checking.Lock()
+		if l.cur.Load() == c {
+			l.check(ctx, c, false)
+		}
+		l.checking.Unlock()
+	}
+	if l.cfg.ClientID == "" {
+		l.cleanupSuperseded(ctx)
+	}
+}
+
+// close stops the periodic maintenance.
+func (l *lifecycle) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+}
+
+// obtain returns usable credentials: the configured client, the stored
 // registration, or a new or renewed one, which it stores. renewAt is when
-// they need renewing (zero: never). prev is the connection being renewed, or
-// nil at first use.
-func (rp *RP) credentials(ctx context.Context, disc *discovery, prev *conn) (creds *Credentials, renewAt time.Time, err error) {
-	if rp.cfg.ClientID != "" {
-		return &Credentials{Issuer: rp.cfg.Issuer, ClientID: rp.cfg.ClientID, ClientSecret: Secret(rp.cfg.ClientSecret), Metadata: rp.cfg.Metadata}, time.Time{}, nil
+// they need renewing (zero: never). prev is the client being renewed, or nil
+// at first use.
+func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (creds *credentials, renewAt time.Time, err error) {
+	if l.cfg.ClientID != "" {
+		return &credentials{Issuer: l.cfg.Issuer, ClientID: l.cfg.ClientID, ClientSecret: l.cfg.ClientSecret, Metadata: l.cfg.Metadata}, time.Time{}, nil
 	}
 	if disc.RegistrationEndpoint == "" {
 		return nil, time.Time{}, ErrNoRegistration
 	}
-	want, err := rp.wantMetadata(disc)
+	want, err := wantMetadata(l.cfg, disc)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	fp := fingerprint(rp.cfg.Issuer, want)
+	fp := fingerprint(l.cfg.Issuer, want)
 
-	stored, err := rp.loadCredentials(ctx)
+	stored, err := l.load(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	dead := "" // a stored client the provider no longer knows
-	if rp.usable(stored, fp) {
+	if l.usable(stored, fp) {
 		if prev != nil {
-			return stored, rp.renewAt(stored), nil
+			return stored, l.renewAt(stored), nil
 		}
 		// First use in this process: check the provider still knows the client.
-		if cur, alive := rp.checkRegistration(ctx, disc, stored); alive {
-			return cur, rp.renewAt(cur), nil
+		if cur, alive := l.checkRegistration(ctx, disc, stored); alive {
+			return cur, l.renewAt(cur), nil
 		}
 		dead = stored.ClientID
 	}
 
 	// Exclude peers sharing the store while replacing the credentials, and
 	// look again once excluded: a peer may have done it while we waited.
-	if l, ok := rp.cfg.Store.(Locker); ok {
-		unlock, err := l.Lock(ctx, rp.cfg.StoreKey)
+	if lk, ok := l.cfg.Store.(Locker); ok {
+		unlock, err := lk.Lock(ctx, l.cfg.StoreKey)
 		if err != nil {
 			return nil, time.Time{}, fmt.Errorf("oidcrp: lock credential store: %w", err)
 		}
 		defer unlock()
-		if stored, err = rp.loadCredentials(ctx); err != nil {
+		if stored, err = l.load(ctx); err != nil {
 			return nil, time.Time{}, err
 		}
-		if rp.usable(stored, fp) && stored.ClientID != dead {
-			return stored, rp.renewAt(stored), nil
+		if l.usable(stored, fp) && stored.ClientID != dead {
+			return stored, l.renewAt(stored), nil
 		}
 	}
 
 	if stored != nil && stored.ClientID == dead {
 		stored = nil // nothing to renew or clean up at the provider
 	}
-	fresh, err := rp.obtain(ctx, disc, stored, want, fp)
+	fresh, err := l.renew(ctx, disc, stored, want, fp)
 	if err != nil {
-		if stored != nil && stored.Fingerprint == fp && !stored.expiresWithin(rp.now(), 0) && stored.Issuer == rp.cfg.Issuer {
+		if stored != nil && stored.Fingerprint == fp && !stored.expiresWithin(l.now(), 0) && stored.Issuer == l.cfg.Issuer {
 			// Renewal failed but the secret still works: keep it, try again soon.
-			rp.log.Warn("oidcrp: renewing client credentials failed; using the current ones", "client_id", stored.ClientID,
+			l.log.Warn("oidcrp: renewing client credentials failed; using the current ones", "client_id", stored.ClientID,
 				"expires_at", stored.ClientSecretExpiresAt, "err", err)
-			return stored, rp.now().Add(renewRetry), nil
+			return stored, l.now().Add(renewRetry), nil
 		}
 		return nil, time.Time{}, err
 	}
-	if fresh.expiresWithin(rp.now(), 0) {
+	if fresh.expiresWithin(l.now(), 0) {
 		return nil, time.Time{}, &RegistrationError{Reason: fmt.Sprintf("the provider issued a client secret that expired at %s", fresh.ClientSecretExpiresAt.UTC().Format(time.RFC3339))}
 	}
-	if err := rp.saveCredentials(ctx, fresh); err != nil {
+	if err := l.save(ctx, fresh); err != nil {
 		if errors.Is(err, ErrLockLost) {
 			// Our lease expired while we registered and a peer took over:
 			// use the peer's client and withdraw ours.
-			if other, lerr := rp.loadCredentials(ctx); lerr == nil && rp.usable(other, fp) {
+			if other, lerr := l.load(ctx); lerr == nil && l.usable(other, fp) {
 				if fresh.ClientID != other.ClientID && fresh.RegistrationClientURI != "" {
-					rp.deleteSuperseded(ctx, fresh)
+					l.deleteSuperseded(ctx, fresh)
 				}
-				return other, rp.renewAt(other), nil
+				return other, l.renewAt(other), nil
 			}
 		}
 		// The provider issued them; losing them would orphan a client, so use
 		// them in this process and report the store failure loudly.
-		rp.log.Error("oidcrp: storing client credentials failed; they live in this process only", "client_id", fresh.ClientID, "err", err)
+		l.log.Error("oidcrp: storing client credentials failed; they live in this process only", "client_id", fresh.ClientID, "err", err)
 	}
-	rp.cleanupSuperseded(ctx)
-	return fresh, rp.renewAt(fresh), nil
+	l.cleanupSuperseded(ctx)
+	return fresh, l.renewAt(fresh), nil
 }
 
 // usable reports whether stored credentials fit the current configuration
 // and are not about to expire.
-func (rp *RP) usable(c *Credentials, fp string) bool {
-	return c != nil && c.Issuer == rp.cfg.Issuer && c.Fingerprint == fp && !c.expiresWithin(rp.now(), rp.margin(c))
+func (l *lifecycle) usable(c *credentials, fp string) bool {
+	return c != nil && c.Issuer == l.cfg.Issuer && c.Fingerprint == fp && !c.expiresWithin(l.now(), l.margin(c))
 }
 
 // margin is how long before expiry a secret is renewed: RenewBefore, or
 // half the secret's lifetime when that is shorter, so that a provider
 // issuing short-lived secrets does not cause a registration per request.
-func (rp *RP) margin(c *Credentials) time.Duration {
-	m := rp.cfg.RenewBefore
+func (l *lifecycle) margin(c *credentials) time.Duration {
+	m := l.cfg.RenewBefore
 	if !c.ClientSecretExpiresAt.IsZero() && !c.RegisteredAt.IsZero() {
 		m = min(m, c.ClientSecretExpiresAt.Sub(c.RegisteredAt)/2)
 	}
@@ -125,34 +414,35 @@ func (rp *RP) margin(c *Credentials) time.Duration {
 // renewAt is when c needs renewing (zero: never); never now or before, so
 // that a provider issuing secrets already about to expire cannot cause a
 // renewal per request.
-func (rp *RP) renewAt(c *Credentials) time.Time {
+func (l *lifecycle) renewAt(c *credentials) time.Time {
 	if c.ClientSecretExpiresAt.IsZero() {
 		return time.Time{}
 	}
-	at, now := c.ClientSecretExpiresAt.Add(-rp.margin(c)), rp.now()
+	at, now := c.ClientSecretExpiresAt.Add(-l.margin(c)), l.now()
 	if !at.After(now) {
 		at = now.Add(min(renewRetry, max(time.Second, c.ClientSecretExpiresAt.Sub(now)/2)))
 	}
 	return at
 }
 
-// obtain renews stored credentials through RFC 7592 where it can (a changed
+// renew renews stored credentials through RFC 7592 where it can (a changed
 // configuration is updated in place, an expiring secret is read anew) and
-// registers a new client otherwise.
-func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, want ClientMetadata, fp string) (*Credentials, error) {
-	g := rp.registrar()
+// registers a new client otherwise. A registration it replaces, at this
+// provider or at the one configured before, is deleted.
+func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credentials, want ClientMetadata, fp string) (*credentials, error) {
+	g := l.registrar()
 	latest := stored // the old registration as last seen: a read or update may rotate its token
-	if stored != nil && stored.Issuer == rp.cfg.Issuer && stored.RegistrationClientURI != "" {
-		var c *Credentials
+	if stored != nil && stored.Issuer == l.cfg.Issuer && stored.RegistrationClientURI != "" {
+		var c *credentials
 		var err error
 		op := "read"
 		if stored.Fingerprint != fp {
 			op = "update"
-			c, err = rp.traced(ctx, OpRegistrationUpdate, stored.ClientID, func(ctx context.Context) (*Credentials, error) {
+			c, err = l.traced(ctx, OpRegistrationUpdate, stored.ClientID, func(ctx context.Context) (*credentials, error) {
 				return g.update(ctx, stored, want)
 			})
 		} else {
-			c, err = rp.traced(ctx, OpRegistrationRead, stored.ClientID, func(ctx context.Context) (*Credentials, error) {
+			c, err = l.traced(ctx, OpRegistrationRead, stored.ClientID, func(ctx context.Context) (*credentials, error) {
 				return g.read(ctx, stored)
 			})
 		}
@@ -160,97 +450,101 @@ func (rp *RP) obtain(ctx context.Context, disc *discovery, stored *Credentials, 
 			latest = c
 		}
 		switch {
-		case err == nil && !c.expiresWithin(rp.now(), rp.margin(c)):
-			rp.log.Info("oidcrp: client registration renewed", "op", op, "client_id", c.ClientID, "secret_expires_at", c.ClientSecretExpiresAt)
+		case err == nil && !c.expiresWithin(l.now(), l.margin(c)):
+			l.log.Info("oidcrp: client registration renewed", "op", op, "client_id", c.ClientID, "secret_expires_at", c.ClientSecretExpiresAt)
 			return c, nil
 		case err == nil && op == "read":
-			// Still expiring: an update may issue a new secret (RFC 7592 §2.2).
-			// RFC 7592 §2.2: the metadata as the provider returned it.
-			c2, err2 := rp.traced(ctx, OpRegistrationUpdate, c.ClientID, func(ctx context.Context) (*Credentials, error) {
+			// Still expiring: an update may issue a new secret (RFC 7592
+			// §2.2), sent with the metadata as the provider returned it.
+			c2, err2 := l.traced(ctx, OpRegistrationUpdate, c.ClientID, func(ctx context.Context) (*credentials, error) {
 				return g.update(ctx, c, c.Metadata)
 			})
 			if err2 == nil {
 				c2.Fingerprint = fp
 				latest = c2
-				if !c2.expiresWithin(rp.now(), rp.margin(c2)) {
-					rp.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
+				if !c2.expiresWithin(l.now(), l.margin(c2)) {
+					l.log.Info("oidcrp: client registration renewed", "op", "update", "client_id", c2.ClientID, "secret_expires_at", c2.ClientSecretExpiresAt)
 					return c2, nil
 				}
 				err2 = errors.New("the provider issued no fresher secret")
 			}
 			err = err2
 		}
-		rp.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
+		l.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
 	}
-	start := rp.now()
-	c, err := rp.traced(ctx, OpRegistration, "", func(ctx context.Context) (*Credentials, error) {
-		return g.register(ctx, rp.cfg.Issuer, disc.RegistrationEndpoint, rp.cfg.InitialAccessToken, want)
+	start := l.now()
+	c, err := l.traced(ctx, OpRegistration, "", func(ctx context.Context) (*credentials, error) {
+		return g.register(ctx, l.cfg.Issuer, disc.RegistrationEndpoint, string(l.cfg.InitialAccessToken), want)
 	})
 	if err != nil {
-		rp.log.Error("oidcrp: client registration failed", "err", err)
+		l.log.Error("oidcrp: client registration failed", "err", err)
 		return nil, err
 	}
-	rp.log.Info("oidcrp: registered client", "client_id", c.ClientID, "auth_method", c.authMethod(),
-		"secret_expires_at", c.ClientSecretExpiresAt, "duration", rp.now().Sub(start))
-	if latest != nil && latest.ClientID != c.ClientID && latest.Issuer == rp.cfg.Issuer && latest.RegistrationClientURI != "" {
-		rp.deleteSuperseded(ctx, latest)
+	l.log.Info("oidcrp: registered client", "client_id", c.ClientID, "auth_method", c.authMethod(),
+		"secret_expires_at", c.ClientSecretExpiresAt, "duration", l.now().Sub(start))
+	if latest != nil && latest.ClientID != c.ClientID && latest.RegistrationClientURI != "" {
+		if latest.Issuer != l.cfg.Issuer {
+			l.log.Info("oidcrp: the issuer changed; deleting the client registered at the previous one", "previous_issuer", latest.Issuer, "client_id", latest.ClientID)
+		}
+		l.deleteSuperseded(ctx, latest)
 	}
 	return c, nil
 }
 
 // deleteSuperseded removes a replaced registration at the provider so it is
-// not left behind; a failure is logged, not returned.
-func (rp *RP) deleteSuperseded(ctx context.Context, old *Credentials) {
+// not left behind; a failure is recorded, to be retried by the periodic
+// maintenance and the next registration.
+func (l *lifecycle) deleteSuperseded(ctx context.Context, old *credentials) {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
-	ctx, end := rp.span(ctx, OpRegistrationDelete, old.ClientID)
-	err := rp.registrar().remove(ctx, old)
+	ctx, end := l.trace.span(ctx, OpRegistrationDelete, old.ClientID)
+	err := l.registrar().remove(ctx, old)
 	end(err)
 	if err != nil {
-		rp.log.Warn("oidcrp: could not delete the superseded registration; recorded for later", "client_id", old.ClientID, "err", err)
-		rp.recordSuperseded(ctx, old)
+		l.log.Warn("oidcrp: could not delete the superseded registration; recorded for later", "client_id", old.ClientID, "err", err)
+		l.recordSuperseded(ctx, old)
 		return
 	}
-	rp.log.Info("oidcrp: deleted the superseded registration", "client_id", old.ClientID)
+	l.log.Info("oidcrp: deleted the superseded registration", "client_id", old.ClientID)
 }
 
 // supersededKey keeps replaced registrations not yet deleted at the provider.
-func (rp *RP) supersededKey() string { return rp.cfg.StoreKey + "#superseded" }
+func (l *lifecycle) supersededKey() string { return l.cfg.StoreKey + "#superseded" }
 
 // recordSuperseded adds old to the registrations to delete later.
-func (rp *RP) recordSuperseded(ctx context.Context, old *Credentials) {
-	list, _ := rp.loadSuperseded(ctx)
+func (l *lifecycle) recordSuperseded(ctx context.Context, old *credentials) {
+	list, _ := l.loadSuperseded(ctx)
 	list = append(list, old)
-	if err := rp.saveSuperseded(ctx, list); err != nil {
-		rp.log.Error("oidcrp: recording a superseded registration failed; it may be left at the provider", "client_id", old.ClientID, "err", err)
+	if err := l.saveSuperseded(ctx, list); err != nil {
+		l.log.Error("oidcrp: recording a superseded registration failed; it may be left at the provider", "client_id", old.ClientID, "err", err)
 	}
 }
 
 // cleanupSuperseded deletes recorded superseded registrations at the
 // provider and forgets those that are gone.
-func (rp *RP) cleanupSuperseded(ctx context.Context) {
-	list, err := rp.loadSuperseded(ctx)
+func (l *lifecycle) cleanupSuperseded(ctx context.Context) {
+	list, err := l.loadSuperseded(ctx)
 	if err != nil || len(list) == 0 {
 		return
 	}
-	var left []*Credentials
+	var left []*credentials
 	for _, old := range list {
-		dctx, end := rp.span(ctx, OpRegistrationDelete, old.ClientID)
-		err := rp.registrar().remove(dctx, old)
+		dctx, end := l.trace.span(ctx, OpRegistrationDelete, old.ClientID)
+		err := l.registrar().remove(dctx, old)
 		end(err)
 		if err != nil {
 			left = append(left, old)
 			continue
 		}
-		rp.log.Info("oidcrp: deleted a superseded registration", "client_id", old.ClientID)
+		l.log.Info("oidcrp: deleted a superseded registration", "client_id", old.ClientID)
 	}
-	if err := rp.saveSuperseded(ctx, left); err != nil {
-		rp.log.Warn("oidcrp: updating superseded registrations failed", "err", err)
+	if err := l.saveSuperseded(ctx, left); err != nil {
+		l.log.Warn("oidcrp: updating superseded registrations failed", "err", err)
 	}
 }
 
-func (rp *RP) loadSuperseded(ctx context.Context) ([]*Credentials, error) {
-	b, err := rp.cfg.Store.Load(ctx, rp.supersededKey())
+func (l *lifecycle) loadSuperseded(ctx context.Context) ([]*credentials, error) {
+	b, err := l.cfg.Store.Load(ctx, l.supersededKey())
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +552,7 @@ func (rp *RP) loadSuperseded(ctx context.Context) ([]*Credentials, error) {
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return nil, fmt.Errorf("%w: superseded registrations: %v", ErrCorruptStore, err)
 	}
-	var list []*Credentials
+	var list []*credentials
 	for _, r := range raw {
 		if c, err := decodeCredentials(r); err == nil {
 			list = append(list, c)
@@ -267,9 +561,9 @@ func (rp *RP) loadSuperseded(ctx context.Context) ([]*Credentials, error) {
 	return list, nil
 }
 
-func (rp *RP) saveSuperseded(ctx context.Context, list []*Credentials) error {
+func (l *lifecycle) saveSuperseded(ctx context.Context, list []*credentials) error {
 	if len(list) == 0 {
-		return rp.cfg.Store.Delete(ctx, rp.supersededKey())
+		return l.cfg.Store.Delete(ctx, l.supersededKey())
 	}
 	raw := make([]json.RawMessage, 0, len(list))
 	for _, c := range list {
@@ -280,42 +574,53 @@ func (rp *RP) saveSuperseded(ctx context.Context, list []*Credentials) error {
 		raw = append(raw, b)
 	}
 	b, _ := json.Marshal(raw)
-	return rp.cfg.Store.Save(ctx, rp.supersededKey(), b)
+	return l.cfg.Store.Save(ctx, l.supersededKey(), b)
 }
 
 // traced runs a registration operation as a span.
-func (rp *RP) traced(ctx context.Context, op Op, clientID string, fn func(context.Context) (*Credentials, error)) (*Credentials, error) {
-	ctx, end := rp.span(ctx, op, clientID)
+func (l *lifecycle) traced(ctx context.Context, op Op, clientID string, fn func(context.Context) (*credentials, error)) (*credentials, error) {
+	ctx, end := l.trace.span(ctx, op, clientID)
 	c, err := fn(ctx)
 	end(err)
 	return c, err
 }
 
-func (rp *RP) registrar() registrar { return registrar{client: rp.httpClient, now: rp.now} }
+func (l *lifecycle) registrar() registrar { return registrar{client: l.http, now: l.now} }
 
-func (rp *RP) loadCredentials(ctx context.Context) (*Credentials, error) {
-	b, err := rp.cfg.Store.Load(ctx, rp.cfg.StoreKey)
+// load returns the stored credentials, or nil when there are none.
+// Credentials found under the legacy key are moved to the current one.
+func (l *lifecycle) load(ctx context.Context) (*credentials, error) {
+	b, err := l.cfg.Store.Load(ctx, l.cfg.StoreKey)
+	if errors.Is(err, ErrNotFound) && l.legacyKey != "" {
+		if b, err = l.cfg.Store.Load(ctx, l.legacyKey); err == nil {
+			if err := l.cfg.Store.Save(ctx, l.cfg.StoreKey, b); err != nil {
+				return nil, fmt.Errorf("oidcrp: move credentials from %q: %w", l.legacyKey, err)
+			}
+			_ = l.cfg.Store.Delete(ctx, l.legacyKey)
+			l.log.Info("oidcrp: moved client credentials to the current store key", "from", l.legacyKey, "to", l.cfg.StoreKey)
+		}
+	}
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		rp.log.Error("oidcrp: loading client credentials failed", "key", rp.cfg.StoreKey, "err", err)
+		l.log.Error("oidcrp: loading client credentials failed", "key", l.cfg.StoreKey, "err", err)
 		return nil, fmt.Errorf("oidcrp: load credentials: %w", err)
 	}
 	c, err := decodeCredentials(b)
 	if err != nil {
-		rp.log.Error("oidcrp: stored client credentials are unreadable; fix or delete them", "key", rp.cfg.StoreKey, "err", err)
+		l.log.Error("oidcrp: stored client credentials are unreadable; fix or delete them", "key", l.cfg.StoreKey, "err", err)
 		return nil, err
 	}
 	return c, nil
 }
 
-func (rp *RP) saveCredentials(ctx context.Context, c *Credentials) error {
+func (l *lifecycle) save(ctx context.Context, c *credentials) error {
 	b, err := encodeCredentials(c)
 	if err != nil {
 		return err
 	}
-	return rp.cfg.Store.Save(ctx, rp.cfg.StoreKey, b)
+	return l.cfg.Store.Save(ctx, l.cfg.StoreKey, b)
 }
 
 // checkRegistration checks credentials against the provider, when the
@@ -325,37 +630,37 @@ func (rp *RP) saveCredentials(ctx context.Context, c *Credentials) error {
 // reports the client gone. A read may rotate the secret or the registration
 // access token (RFC 7592 §2.1): the new values are stored at once and
 // returned.
-func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credentials) (current *Credentials, alive bool) {
+func (l *lifecycle) checkRegistration(ctx context.Context, disc *discovery, c *credentials) (current *credentials, alive bool) {
 	if c.RegistrationClientURI == "" {
-		code, err := rp.probeToken(ctx, disc, c)
+		code, err := l.probeToken(ctx, disc, c)
 		if err == nil && (code == "invalid_client" || code == "unauthorized_client") {
-			rp.log.Warn("oidcrp: the provider rejects the stored client", "client_id", c.ClientID, "error", code)
+			l.log.Warn("oidcrp: the provider rejects the stored client", "client_id", c.ClientID, "error", code)
 			return c, false
 		}
 		return c, true
 	}
 	// Reads may rotate the registration access token: replicas sharing the
 	// store take turns, each with the token the previous one stored.
-	unlock := rp.lockStore(ctx)
+	unlock := l.lockStore(ctx)
 	defer unlock()
-	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == c.ClientID {
+	if stored, err := l.load(ctx); err == nil && stored != nil && stored.ClientID == c.ClientID {
 		c = stored
 	}
-	fresh, err := rp.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*Credentials, error) {
-		return rp.registrar().read(ctx, c)
+	fresh, err := l.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*credentials, error) {
+		return l.registrar().read(ctx, c)
 	})
 	var re *RegistrationError
 	switch {
 	case errors.As(err, &re) && re.StatusCode == http.StatusUnauthorized:
-		rp.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
+		l.log.Warn("oidcrp: the provider no longer knows the stored client", "client_id", c.ClientID)
 		return c, false
 	case err != nil:
-		rp.log.Warn("oidcrp: could not check the registration; assuming it stands", "client_id", c.ClientID, "err", err)
+		l.log.Warn("oidcrp: could not check the registration; assuming it stands", "client_id", c.ClientID, "err", err)
 		return c, true
 	}
 	if fresh.ClientSecret != c.ClientSecret || fresh.RegistrationAccessToken != c.RegistrationAccessToken || fresh.RegistrationClientURI != c.RegistrationClientURI {
-		if err := rp.saveCredentials(ctx, fresh); err != nil {
-			rp.log.Error("oidcrp: storing rotated client credentials failed", "client_id", c.ClientID, "err", err)
+		if err := l.save(ctx, fresh); err != nil {
+			l.log.Error("oidcrp: storing rotated client credentials failed", "client_id", c.ClientID, "err", err)
 		}
 	}
 	return fresh, true
@@ -364,14 +669,14 @@ func (rp *RP) checkRegistration(ctx context.Context, disc *discovery, c *Credent
 // lockStore takes the store's lock on the credentials, when the store has
 // locks, and returns its release. A failure to lock is logged and the work
 // goes on unlocked.
-func (rp *RP) lockStore(ctx context.Context) (unlock func()) {
-	l, ok := rp.cfg.Store.(Locker)
+func (l *lifecycle) lockStore(ctx context.Context) (unlock func()) {
+	lk, ok := l.cfg.Store.(Locker)
 	if !ok {
 		return func() {}
 	}
-	unlock, err := l.Lock(ctx, rp.cfg.StoreKey)
+	unlock, err := lk.Lock(ctx, l.cfg.StoreKey)
 	if err != nil {
-		rp.log.Warn("oidcrp: could not lock the credential store", "err", err)
+		l.log.Warn("oidcrp: could not lock the credential store", "err", err)
 		return func() {}
 	}
 	return unlock
@@ -379,8 +684,8 @@ func (rp *RP) lockStore(ctx context.Context) (unlock func()) {
 
 // probeToken sends a token request with a made-up code and returns the
 // OAuth error code of the answer.
-func (rp *RP) probeToken(ctx context.Context, disc *discovery, c *Credentials) (string, error) {
-	form := url.Values{"grant_type": {"authorization_code"}, "code": {"oidcrp-probe"}, "redirect_uri": {rp.cfg.RedirectURL}}
+func (l *lifecycle) probeToken(ctx context.Context, disc *discovery, c *credentials) (string, error) {
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {"oidcrp-probe"}, "redirect_uri": {l.cfg.RedirectURL}}
 	basic := c.authMethod() == "client_secret_basic"
 	if !basic {
 		form.Set("client_id", c.ClientID)
@@ -396,7 +701,7 @@ func (rp *RP) probeToken(ctx context.Context, disc *discovery, c *Credentials) (
 		req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(string(c.ClientSecret)))
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := rp.httpClient.Do(req)
+	resp, err := l.http.Do(req)
 	if err != nil {
 		return "", err
 	}
@@ -410,124 +715,52 @@ func (rp *RP) probeToken(ctx context.Context, disc *discovery, c *Credentials) (
 	return e.Error, nil
 }
 
-// replaceRejected is called when the provider rejected the client at the
-// token endpoint. It confirms the client is gone and, at most once per
-// period, drops it so the next setup registers anew. It reports whether the
-// registration was replaced, so that the caller may restart the login.
-func (rp *RP) replaceRejected(ctx context.Context, c *conn) bool {
-	if rp.cfg.ClientID != "" {
-		return false // a hand-made client cannot be replaced
-	}
-	rp.verifyMu.Lock()
-	defer rp.verifyMu.Unlock()
-	if cur := rp.cur.Load(); cur != c {
-		return cur != nil // already replaced by someone else
-	}
-	if rp.now().Sub(rp.lastRenewal) < reregisterEvery {
-		rp.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
-		return false
-	}
-	refused := c.creds
-	if c.creds.RegistrationClientURI != "" {
-		cur, alive := rp.checkRegistration(ctx, c.disc, c.creds)
-		if alive {
-			// The client exists; its secret may have been rotated, here or by a peer.
-			if cur.ClientSecret != c.creds.ClientSecret {
-				return rp.adopt(c, cur)
-			}
-			return rp.reload(ctx, c)
-		}
-		refused = cur
-	}
-	rp.lastRenewal = rp.now()
-	rp.forget(ctx, c, refused)
-	return true
-}
-
-// forget drops a connection whose client the provider no longer knows: the
-// stored credentials (unless a peer already replaced them) and the
-// connection, so that the next request registers anew.
-func (rp *RP) forget(ctx context.Context, c *conn, refused *Credentials) {
+// forget drops a client the provider no longer knows: the stored
+// credentials (unless a peer already replaced them) and the client, so that
+// the next request registers anew.
+func (l *lifecycle) forget(ctx context.Context, c *client, refused *credentials) {
 	// Only the credentials that were refused: a peer may have renewed them.
-	unlock := rp.lockStore(ctx)
-	if stored, err := rp.loadCredentials(ctx); err == nil && stored != nil && stored.ClientID == refused.ClientID &&
+	unlock := l.lockStore(ctx)
+	if stored, err := l.load(ctx); err == nil && stored != nil && stored.ClientID == refused.ClientID &&
 		stored.RegistrationAccessToken == refused.RegistrationAccessToken && stored.ClientSecret == refused.ClientSecret {
-		if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
-			rp.log.Error("oidcrp: deleting rejected credentials failed", "err", err)
+		if err := l.cfg.Store.Delete(ctx, l.cfg.StoreKey); err != nil {
+			l.log.Error("oidcrp: deleting rejected credentials failed", "err", err)
 		}
 	}
 	unlock()
 	next := *c
-	next.renewAt, next.gone = rp.now(), true // renew on next use, keeping the discovery
-	rp.cur.CompareAndSwap(c, &next)
-	rp.log.Warn("oidcrp: dropped a client the provider no longer knows; the next login registers anew", "client_id", c.creds.ClientID)
+	next.renewAt, next.gone = l.now(), true // renew on next use, keeping the discovery
+	l.cur.CompareAndSwap(c, &next)
+	l.log.Warn("oidcrp: dropped a client the provider no longer knows; the next login registers anew", "client_id", c.creds.ClientID)
 }
 
-// reload replaces the connection's credentials with the stored ones if a
-// peer changed them.
-func (rp *RP) reload(ctx context.Context, c *conn) bool {
-	stored, err := rp.loadCredentials(ctx)
+// reload replaces c's credentials with the stored ones if a peer changed
+// them.
+func (l *lifecycle) reload(ctx context.Context, c *client) bool {
+	stored, err := l.load(ctx)
 	if err != nil || stored == nil || (stored.ClientID == c.creds.ClientID && stored.ClientSecret == c.creds.ClientSecret) {
 		return false
 	}
-	return rp.adopt(c, stored)
+	return l.adopt(c, stored)
 }
 
-// adopt replaces connection c by one with creds, unless c was replaced
+// adopt replaces client c by one with creds, unless c was replaced
 // meanwhile.
-func (rp *RP) adopt(c *conn, creds *Credentials) bool {
-	return rp.cur.CompareAndSwap(c, rp.newConn(c.disc, c, creds, rp.renewAt(creds)))
+func (l *lifecycle) adopt(c *client, creds *credentials) bool {
+	return l.cur.CompareAndSwap(c, l.build(c.disc, c, creds, l.renewAt(creds)))
 }
 
-// verifyBeforeLogin is called when a browser starts a login while an earlier
-// attempt of it never came back: the provider may have refused to show its
-// login page because it forgot the client. It checks, at most once per
-// period, and drops a forgotten client.
-func (rp *RP) verifyBeforeLogin(ctx context.Context, c *conn) {
-	if rp.cfg.ClientID != "" {
-		return
-	}
-	rp.verifyMu.Lock()
-	if rp.now().Sub(rp.lastVerify) < verifyEvery || rp.cur.Load() != c {
-		rp.verifyMu.Unlock()
-		return
-	}
-	rp.lastVerify = rp.now()
-	rp.verifyMu.Unlock()
-	rp.verify(ctx, c)
-}
-
-// verify checks c's registration at the provider: a forgotten client is
-// dropped so the next login registers anew, rotated values are adopted.
-func (rp *RP) verify(ctx context.Context, c *conn) {
-	if rp.cfg.ClientID != "" {
-		return
-	}
-	cur, alive := rp.checkRegistration(ctx, c.disc, c.creds)
-	rp.verifyMu.Lock()
-	defer rp.verifyMu.Unlock()
-	if !alive {
-		rp.lastRenewal = rp.now()
-		rp.forget(ctx, c, cur)
-	} else if cur != c.creds {
-		rp.adopt(c, cur)
-	}
-}
-
-// Decommission deletes the client registration at the provider (RFC 7592
-// §2.3) and the stored credentials, so nothing is left behind; the next
-// request that needs a login registers anew. A registration without a client
-// configuration endpoint cannot be deleted at the provider: its credentials
-// are still removed from the store, and the error says so.
-func (rp *RP) Decommission(ctx context.Context) error {
-	if rp.cfg.ClientID != "" {
+// decommission deletes the client registration at the provider (RFC 7592
+// §2.3), superseded ones, and the stored credentials.
+func (l *lifecycle) decommission(ctx context.Context) error {
+	if l.cfg.ClientID != "" {
 		return errors.New("oidcrp: a client configured by hand cannot be decommissioned")
 	}
-	creds, err := rp.loadCredentials(ctx)
+	creds, err := l.load(ctx)
 	if err != nil {
 		return err
 	}
-	if c := rp.cur.Load(); creds == nil && c != nil {
+	if c := l.cur.Load(); creds == nil && c != nil {
 		creds = c.creds // registered, but the store lost it
 	}
 	var remoteErr error
@@ -535,19 +768,116 @@ func (rp *RP) Decommission(ctx context.Context) error {
 		if creds.RegistrationClientURI == "" {
 			remoteErr = fmt.Errorf("oidcrp: client %s has no client configuration endpoint; delete it at the provider by hand", creds.ClientID)
 		} else {
-			dctx, end := rp.span(ctx, OpRegistrationDelete, creds.ClientID)
-			remoteErr = rp.registrar().remove(dctx, creds)
+			dctx, end := l.trace.span(ctx, OpRegistrationDelete, creds.ClientID)
+			remoteErr = l.registrar().remove(dctx, creds)
 			end(remoteErr)
 			if remoteErr != nil {
 				return fmt.Errorf("oidcrp: decommission: %w", remoteErr)
 			}
 		}
-		rp.log.Info("oidcrp: decommissioned client", "client_id", creds.ClientID)
+		l.log.Info("oidcrp: decommissioned client", "client_id", creds.ClientID)
 	}
-	rp.cleanupSuperseded(ctx)
-	if err := rp.cfg.Store.Delete(ctx, rp.cfg.StoreKey); err != nil {
+	l.cleanupSuperseded(ctx)
+	if err := l.cfg.Store.Delete(ctx, l.cfg.StoreKey); err != nil {
 		return fmt.Errorf("oidcrp: decommission: %w", err)
 	}
-	rp.cur.Store(nil)
+	l.cur.Store(nil)
 	return remoteErr
+}
+
+// status fills the registration part of a Status, without I/O.
+func (l *lifecycle) status(s *Status) {
+	if c := l.cur.Load(); c != nil {
+		s.Ready = true
+		s.ClientID, s.AuthMethod = c.creds.ClientID, c.creds.authMethod()
+		s.RegisteredAt, s.SecretExpiresAt = c.creds.RegisteredAt, c.creds.ClientSecretExpiresAt
+	}
+	l.mu.Lock()
+	if l.lastErr != nil {
+		s.LastError = l.lastErr.Error()
+		s.RetryAt = l.retryAt
+	}
+	l.mu.Unlock()
+}
+
+// wantMetadata is the metadata to register: the defaults completed with
+// Config.Metadata and what the provider supports.
+func wantMetadata(cfg *Config, disc *discovery) (ClientMetadata, error) {
+	m := cfg.Metadata
+	m.Extra = cloneMap(m.Extra)
+	if !slices.Contains(m.RedirectURIs, cfg.RedirectURL) {
+		m.RedirectURIs = append(slices.Clone(m.RedirectURIs), cfg.RedirectURL)
+	}
+	if m.PostLogoutRedirectURIs == nil && disc.EndSessionEndpoint != "" {
+		m.PostLogoutRedirectURIs = []string{cfg.PostLogoutRedirectURL}
+	}
+	if m.ResponseTypes == nil {
+		m.ResponseTypes = []string{"code"}
+	}
+	if m.GrantTypes == nil {
+		m.GrantTypes = []string{"authorization_code"}
+		if slices.Contains(disc.GrantTypesSupported, "refresh_token") {
+			m.GrantTypes = append(m.GrantTypes, "refresh_token")
+		}
+	}
+	if m.ApplicationType == "" {
+		m.ApplicationType = "web"
+	}
+	if m.ClientName == "" {
+		m.ClientName = "oidcrp"
+	}
+	if m.Scope == "" {
+		m.Scope = strings.Join(cfg.Scopes, " ")
+	}
+	if m.TokenEndpointAuthMethod == "" {
+		supported := disc.TokenEndpointAuthMethodsSupported
+		if len(supported) == 0 {
+			supported = []string{"client_secret_basic"} // Discovery §3 default
+		}
+		for _, method := range []string{"client_secret_basic", "client_secret_post", "none"} {
+			if slices.Contains(supported, method) {
+				m.TokenEndpointAuthMethod = method
+				break
+			}
+		}
+		if m.TokenEndpointAuthMethod == "" {
+			return m, fmt.Errorf("oidcrp: provider supports none of client_secret_basic, client_secret_post, none (it lists %q)", supported)
+		}
+	}
+	return m, nil
+}
+
+func cloneMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]any, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// unavailableError is a setup failure; it wraps ErrUnavailable and its cause.
+type unavailableError struct {
+	cause      error
+	retryAfter time.Duration
+}
+
+func (e *unavailableError) Error() string {
+	if e.cause == nil {
+		return ErrUnavailable.Error()
+	}
+	return ErrUnavailable.Error() + ": " + strings.TrimPrefix(e.cause.Error(), "oidcrp: ")
+}
+
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.cause} }
+
+// retryAfter returns how long a client should wait after err, if it says.
+func retryAfter(err error) (time.Duration, bool) {
+	var u *unavailableError
+	if errors.As(err, &u) {
+		return u.retryAfter, true
+	}
+	return 0, false
 }

@@ -45,12 +45,12 @@ func TestDecommission(t *testing.T) {
 func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
-	old := e.rp.cur.Load().creds
+	old := e.rp.lc.cur.Load().creds
 	// Another application instance on its own store finds the old client
 	// recorded as superseded (its deletion had failed): its next
 	// registration deletes it.
 	other := e.newRP(Config{Store: NewMemoryStore()})
-	other.recordSuperseded(context.Background(), old)
+	other.lc.recordSuperseded(context.Background(), old)
 	if err := other.Ready(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -58,32 +58,48 @@ func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
 	if len(clients) != 1 || clients[0].ID == old.ClientID {
 		t.Fatalf("superseded client left at the provider: %+v", clients)
 	}
-	if list, _ := other.loadSuperseded(context.Background()); len(list) != 0 {
+	if list, _ := other.lc.loadSuperseded(context.Background()); len(list) != 0 {
 		t.Errorf("%d superseded registrations still recorded", len(list))
 	}
 }
 
 func TestPeriodicRegistrationCheck(t *testing.T) {
-	e := newEnv(t, devop.Options{IDTokenLifetime: 3 * checkEvery}, Config{})
+	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
-	e.op.ForgetClients()
-	e.clock.Advance(checkEvery + time.Second)
-	e.browser.Jar, _ = cookiejar.New(nil)
-	// This login starts with the forgotten client (the provider shows an
-	// error page) but triggers the periodic check in the background…
-	resp := e.get(e.app.URL+"/", html)
-	resp.Body.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.rp.Status().Ready && e.rp.cur.Load().renewAt.IsZero() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	e.rp.lc.mu.Lock()
+	armed := e.rp.lc.timer != nil
+	e.rp.lc.mu.Unlock()
+	if !armed {
+		t.Fatal("no periodic maintenance scheduled after the first setup")
 	}
-	// …so the next one registers anew and succeeds.
+	e.op.ForgetClients()
+	e.rp.lc.tick() // what the timer runs every checkEvery
+	// The check dropped the forgotten client: the next login registers anew
+	// and succeeds at its first attempt.
 	e.browser.Jar, _ = cookiejar.New(nil)
 	if out := e.login("/"); out["sub"] != "demo-user" {
 		t.Fatalf("after the periodic check: %v", out)
 	}
-	if s := e.op.Stats(); s.Registration != 2 || s.RegistrationRead == 0 {
-		t.Errorf("stats %+v: want a read and a second registration", s)
+	s := e.op.Stats()
+	if s.Registration != 2 || s.RegistrationRead == 0 {
+		t.Fatalf("stats %+v: want a read and a second registration", s)
+	}
+	// A client used since the last tick is checked; an idle one is not.
+	e.rp.lc.tick()
+	used := e.op.Stats().RegistrationRead
+	if used != s.RegistrationRead+1 {
+		t.Errorf("reads after a tick following a login: %d, want %d", used, s.RegistrationRead+1)
+	}
+	e.rp.lc.tick()
+	if idle := e.op.Stats().RegistrationRead; idle != used {
+		t.Errorf("an idle client was checked: reads %d, want %d", idle, used)
+	}
+	e.rp.lc.close()
+	e.rp.lc.mu.Lock()
+	stopped := e.rp.lc.timer.Stop() // false: already stopped by close
+	e.rp.lc.mu.Unlock()
+	if stopped {
+		t.Error("close left the maintenance timer running")
 	}
 }
 
@@ -154,7 +170,7 @@ func TestFileStoreChildProcess(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("CLIENT %s\n", rp.ClientID())
+	fmt.Printf("CLIENT %s\n", rp.clientID())
 }
 
 // TestReplicasRotatingTokensRegisterOnce: replicas sharing a store start

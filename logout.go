@@ -43,7 +43,7 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
-	ctx, end := rp.span(r.Context(), OpLogout, rp.ClientID())
+	ctx, end := rp.trace.span(r.Context(), OpLogout, rp.clientID())
 	defer end(nil)
 	r = r.WithContext(ctx)
 	u := rp.sessionUser(r)
@@ -52,7 +52,7 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 		rp.log.Info("oidcrp: logout", "sub", u.Subject)
 	}
 	done := rp.cfg.LogoutPath + "?done"
-	c, err := rp.conn(r.Context())
+	c, err := rp.lc.client(r.Context())
 	if err != nil || c.disc.EndSessionEndpoint == "" {
 		if err != nil {
 			rp.log.Warn("oidcrp: provider unavailable; ended the local session only", "err", err)
@@ -60,7 +60,7 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, done, http.StatusSeeOther)
 		return
 	}
-	s, err := rp.sealer(r.Context())
+	s, err := rp.keys.sealer(r.Context())
 	if err != nil {
 		http.Redirect(w, r, done, http.StatusSeeOther)
 		return
@@ -112,7 +112,7 @@ func (rp *RP) loggedOut(w http.ResponseWriter, r *http.Request, state string) {
 	if state != "" {
 		ok := false
 		if ck, err := r.Cookie(logoutCookie); err == nil {
-			if s, err := rp.sealer(r.Context()); err == nil {
+			if s, err := rp.keys.sealer(r.Context()); err == nil {
 				want, err := s.open("logout", rp.bind(logoutCookie), ck.Value)
 				ok = err == nil && subtle.ConstantTimeCompare(want, []byte(state)) == 1
 			}

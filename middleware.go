@@ -106,7 +106,7 @@ func (rp *RP) login(w http.ResponseWriter, r *http.Request, returnTo string) {
 }
 
 func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo string, retried bool) {
-	ctx, end := rp.span(r.Context(), OpLoginStart, rp.ClientID())
+	ctx, end := rp.trace.span(r.Context(), OpLoginStart, rp.clientID())
 	err := rp.startLogin(ctx, w, r, returnTo, retried)
 	end(err)
 	if err != nil {
@@ -116,17 +116,17 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 }
 
 func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Request, returnTo string, retried bool) error {
-	c, err := rp.conn(ctx)
+	c, err := rp.lc.client(ctx)
 	if err == nil && !retried && len(pendingLogins(r)) > 0 {
 		// An earlier attempt of this browser never came back: maybe the
 		// provider refused it because it forgot this client.
-		rp.verifyBeforeLogin(ctx, c)
-		c, err = rp.conn(ctx)
+		rp.lc.rejected(ctx, c, false)
+		c, err = rp.lc.client(ctx)
 	}
 	if err != nil {
 		return err
 	}
-	s, err := rp.sealer(ctx)
+	s, err := rp.keys.sealer(ctx)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package oidcrp
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -84,58 +83,4 @@ func PublicHTTPClient() *http.Client {
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-}
-
-// errResponseTooLarge fails reading a provider response beyond
-// maxResponseBytes.
-var errResponseTooLarge = errors.New("oidcrp: provider response larger than 1 MiB")
-
-// limitedTransport caps every provider response body at maxResponseBytes,
-// including those read by go-oidc and x/oauth2 (keys, userinfo, tokens),
-// so a hostile provider cannot exhaust memory.
-type limitedTransport struct{ next http.RoundTripper }
-
-func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &limitedBody{rc: resp.Body, left: maxResponseBytes}
-	return resp, nil
-}
-
-type limitedBody struct {
-	rc   io.ReadCloser
-	left int64
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		var one [1]byte
-		if n, err := b.rc.Read(one[:]); n > 0 {
-			return 0, errResponseTooLarge
-		} else if err != nil {
-			return 0, err
-		}
-		return 0, nil
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.rc.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
-
-func (b *limitedBody) Close() error { return b.rc.Close() }
-
-// limitResponses returns a copy of c whose responses are capped.
-func limitResponses(c *http.Client) *http.Client {
-	next := c.Transport
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	cp := *c
-	cp.Transport = limitedTransport{next: next}
-	return &cp
 }

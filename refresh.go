@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -22,95 +21,48 @@ func (u *User) refreshSkew() time.Duration {
 	return max(skew, 0)
 }
 
-// user returns the request's signed-in user, refreshing the session's
-// tokens first when they expired and a refresh token is kept. A session
-// that cannot be refreshed has ended: nil.
-func (rp *RP) user(w http.ResponseWriter, r *http.Request) *User {
-	u := rp.sessionUser(r)
-	if u == nil {
-		return nil
-	}
-	now := rp.now()
-	switch {
-	case u.refreshToken == "":
-		return u // sessionUser let only live sessions through
-	case rp.cfg.SessionLifetime > 0 && !now.Before(u.Expiry):
-		return nil // the configured lifetime is over, refresh token or not
-	case now.Before(u.Expiry) && (u.accessExpiry.IsZero() || now.Before(u.accessExpiry.Add(-u.refreshSkew()))):
-		return u
-	}
-	return rp.refreshed(w, r, u)
-}
-
-// refreshes shares one refresh between concurrent requests of a session:
-// providers that rotate refresh tokens accept each one once.
-type refreshes struct {
-	mu    sync.Mutex
-	calls map[string]*refreshCall // by session id
-}
-
-type refreshCall struct {
-	done chan struct{}
-	u    *User
-	err  error
-}
-
 // refreshed refreshes u's tokens, writes the new session cookie and returns
 // the new user, or nil (the session ends) if the provider refuses.
+// Concurrent requests of a session share one refresh: providers that rotate
+// refresh tokens accept each one once.
 func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
-	rp.refreshing.mu.Lock()
-	call, running := rp.refreshing.calls[u.sid]
-	if !running {
-		call = &refreshCall{done: make(chan struct{})}
-		if rp.refreshing.calls == nil {
-			rp.refreshing.calls = map[string]*refreshCall{}
-		}
-		rp.refreshing.calls[u.sid] = call
-		go func() {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), setupTimeout)
-			defer cancel()
-			call.u, call.err = rp.refresh(ctx, u)
-			rp.refreshing.mu.Lock()
-			delete(rp.refreshing.calls, u.sid)
-			rp.refreshing.mu.Unlock()
-			close(call.done)
-		}()
+	nu, err, first := rp.refreshes.do(r.Context(), u.sid, func(ctx context.Context) (*User, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+		defer cancel()
+		return rp.refresh(ctx, u)
+	})
+	if err != nil && r.Context().Err() != nil {
+		return nil // the request went away
 	}
-	rp.refreshing.mu.Unlock()
-	select {
-	case <-call.done:
-	case <-r.Context().Done():
-		return nil
-	}
-	if call.err != nil {
-		if !refused(call.err) {
+	if err != nil {
+		if !refused(err) {
 			// The provider could not be asked: keep the session and try
 			// again on a later request.
-			if !running {
-				rp.log.Warn("oidcrp: refreshing the session's tokens failed; will retry", "sub", u.Subject, "err", call.err)
+			if first {
+				rp.log.Warn("oidcrp: refreshing the session's tokens failed; will retry", "sub", u.Subject, "err", err)
 			}
 			if rp.now().Before(u.Expiry) {
 				return u
 			}
 			return nil
 		}
-		if !running {
-			rp.log.Info("oidcrp: session ended: the provider refused to refresh its tokens", "sub", u.Subject, "err", call.err)
+		if first {
+			rp.log.Info("oidcrp: session ended: the provider refused to refresh its tokens", "sub", u.Subject, "err", err)
 			rp.sessions.revoke(u, rp.now())
 		}
 		rp.endSession(w, r, nil)
 		return nil
 	}
-	if err := rp.startSession(w, r, call.u, true); err != nil {
+	if err := rp.startSession(w, r, nu, true); err != nil {
 		rp.log.Error("oidcrp: storing the refreshed session failed", "err", err)
 		return nil
 	}
-	if !running && rp.cfg.SessionStore == nil {
+	if first && rp.cfg.SessionStore == nil {
 		if value := cookieValue(r, rp.cfg.SessionName); value != "" {
-			rp.sessions.replace(value, call.u)
+			rp.sessions.replace(value, nu)
 		}
 	}
-	return call.u
+	return nu
 }
 
 // sameAuthentication applies OpenID Connect Core §12.2 to an ID token from a
@@ -166,17 +118,17 @@ func refused(err error) bool {
 // token as OpenID Connect Core §12.2 requires: same issuer, subject and
 // audience as the session's.
 func (rp *RP) refresh(ctx context.Context, u *User) (*User, error) {
-	c, err := rp.conn(ctx)
+	c, err := rp.lc.client(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ctx, end := rp.span(ctx, OpRefresh, c.creds.ClientID)
-	nu, err := rp.doRefresh(oidc.ClientContext(ctx, rp.httpClient), c, u)
+	ctx, end := rp.trace.span(ctx, OpRefresh, c.creds.ClientID)
+	nu, err := rp.doRefresh(c.context(ctx), c, u)
 	end(err)
 	return nu, err
 }
 
-func (rp *RP) doRefresh(ctx context.Context, c *conn, u *User) (*User, error) {
+func (rp *RP) doRefresh(ctx context.Context, c *client, u *User) (*User, error) {
 	tok, err := c.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: u.refreshToken, Expiry: time.Unix(1, 0)}).Token()
 	if err != nil {
 		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}

@@ -145,34 +145,40 @@ var metadataFieldNames = func() map[string]bool {
 
 func isMetadataField(name string) bool { return metadataFieldNames[name] }
 
-// Secret is a credential string that never shows itself when printed,
-// logged or encoded as JSON. Convert it with string(s) to use it.
+// Secret is a string that never shows itself: formatted with any fmt verb,
+// logged with log/slog or encoded as JSON, it reads "[redacted]" (or "" when
+// empty). Convert it with string(s) to use it.
 type Secret string
 
 const redacted = "[redacted]"
 
-// String returns "[redacted]" for a non-empty secret and "" otherwise.
-func (s Secret) String() string {
+func (s Secret) redacted() string {
 	if s == "" {
 		return ""
 	}
 	return redacted
 }
 
-// GoString redacts the secret in %#v output.
-func (s Secret) GoString() string { return fmt.Sprintf("%q", s.String()) }
+// Format writes the redacted form for every verb, %x and %d included.
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') || verb == 'q' {
+		fmt.Fprintf(f, "%q", s.redacted())
+		return
+	}
+	io.WriteString(f, s.redacted())
+}
 
 // LogValue redacts the secret in structured logs.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.redacted()) }
 
 // MarshalJSON encodes the secret redacted; stores use their own encoding.
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.redacted()) }
 
-// Credentials are what a provider issued at registration (RFC 7591 §3.2.1),
+// credentials are what a provider issued at registration (RFC 7591 §3.2.1),
 // with the metadata it registered and the fingerprint of the request that
-// produced them. Printing, logging or JSON-encoding Credentials never shows
-// ClientSecret or RegistrationAccessToken.
-type Credentials struct {
+// produced them. Printing, logging or JSON-encoding credentials never shows
+// ClientSecret or RegistrationAccessToken, whatever the verb.
+type credentials struct {
 	Issuer                  string
 	ClientID                string
 	ClientSecret            Secret
@@ -186,19 +192,19 @@ type Credentials struct {
 }
 
 // expiresWithin reports whether the client secret expires before now+skew.
-func (c *Credentials) expiresWithin(now time.Time, skew time.Duration) bool {
+func (c *credentials) expiresWithin(now time.Time, skew time.Duration) bool {
 	return !c.ClientSecretExpiresAt.IsZero() && !now.Add(skew).Before(c.ClientSecretExpiresAt)
 }
 
 // authMethod is the token endpoint authentication method in force.
-func (c *Credentials) authMethod() string {
+func (c *credentials) authMethod() string {
 	if c.Metadata.TokenEndpointAuthMethod == "" {
 		return "client_secret_basic" // OIDC DCR §2 default
 	}
 	return c.Metadata.TokenEndpointAuthMethod
 }
 
-// storedCredentials is the persisted form of Credentials.
+// storedCredentials is the persisted form of credentials.
 type storedCredentials struct {
 	Version                 int            `json:"version"`
 	Issuer                  string         `json:"issuer"`
@@ -213,7 +219,7 @@ type storedCredentials struct {
 	RegisteredAt            int64          `json:"registered_at"`
 }
 
-func encodeCredentials(c *Credentials) ([]byte, error) {
+func encodeCredentials(c *credentials) ([]byte, error) {
 	return json.Marshal(storedCredentials{
 		Version: 1, Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: string(c.ClientSecret),
 		ClientSecretExpiresAt: unixOrZero(c.ClientSecretExpiresAt), ClientIDIssuedAt: unixOrZero(c.ClientIDIssuedAt),
@@ -222,7 +228,7 @@ func encodeCredentials(c *Credentials) ([]byte, error) {
 	})
 }
 
-func decodeCredentials(b []byte) (*Credentials, error) {
+func decodeCredentials(b []byte) (*credentials, error) {
 	var s storedCredentials
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: stored credentials: %v", ErrCorruptStore, err)
@@ -230,7 +236,7 @@ func decodeCredentials(b []byte) (*Credentials, error) {
 	if s.Version != 1 || s.ClientID == "" {
 		return nil, fmt.Errorf("%w: stored credentials: version %d, client_id %q", ErrCorruptStore, s.Version, s.ClientID)
 	}
-	return &Credentials{
+	return &credentials{
 		Issuer: s.Issuer, ClientID: s.ClientID, ClientSecret: Secret(s.ClientSecret),
 		ClientSecretExpiresAt: timeOrZero(s.ClientSecretExpiresAt), ClientIDIssuedAt: timeOrZero(s.ClientIDIssuedAt),
 		RegistrationAccessToken: Secret(s.RegistrationAccessToken), RegistrationClientURI: s.RegistrationClientURI,
@@ -253,7 +259,7 @@ func timeOrZero(sec int64) time.Time {
 }
 
 // fingerprint identifies a registration request: the issuer and the
-// requested metadata. Credentials whose fingerprint differs were issued for
+// requested metadata. credentials whose fingerprint differs were issued for
 // another configuration.
 func fingerprint(issuer string, m ClientMetadata) string {
 	b, _ := json.Marshal(m) // object keys of maps are sorted, struct order is fixed
@@ -311,7 +317,7 @@ type registrar struct {
 }
 
 // register performs RFC 7591 §3.1 registration and validates the answer.
-func (g registrar) register(ctx context.Context, issuer, endpoint, initialToken string, want ClientMetadata) (*Credentials, error) {
+func (g registrar) register(ctx context.Context, issuer, endpoint, initialToken string, want ClientMetadata) (*credentials, error) {
 	body, err := json.Marshal(want)
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: encode client metadata: %w", err)
@@ -329,7 +335,7 @@ func (g registrar) register(ctx context.Context, issuer, endpoint, initialToken 
 // read fetches the current registration (RFC 7592 §2.1). A 401 means the
 // registration no longer exists; it is reported as a RegistrationError with
 // StatusCode 401.
-func (g registrar) read(ctx context.Context, c *Credentials) (*Credentials, error) {
+func (g registrar) read(ctx context.Context, c *credentials) (*credentials, error) {
 	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
 		return nil, errors.New("oidcrp: registration has no client configuration endpoint")
 	}
@@ -349,7 +355,7 @@ func (g registrar) read(ctx context.Context, c *Credentials) (*Credentials, erro
 }
 
 // update replaces the registered metadata with want (RFC 7592 §2.2).
-func (g registrar) update(ctx context.Context, c *Credentials, want ClientMetadata) (*Credentials, error) {
+func (g registrar) update(ctx context.Context, c *credentials, want ClientMetadata) (*credentials, error) {
 	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
 		return nil, errors.New("oidcrp: registration has no client configuration endpoint")
 	}
@@ -373,7 +379,7 @@ func (g registrar) update(ctx context.Context, c *Credentials, want ClientMetada
 
 // remove deletes the registration at the provider (RFC 7592 §2.3). A
 // registration that is already gone (401) counts as removed.
-func (g registrar) remove(ctx context.Context, c *Credentials) error {
+func (g registrar) remove(ctx context.Context, c *credentials) error {
 	if c.RegistrationClientURI == "" || c.RegistrationAccessToken == "" {
 		return errors.New("oidcrp: registration has no client configuration endpoint")
 	}
@@ -448,9 +454,9 @@ func registrationFailure(status int, body []byte) error {
 }
 
 // credentials validates a client information response and turns it into
-// Credentials. prev, when set, is the registration being read or updated:
+// credentials. prev, when set, is the registration being read or updated:
 // rotated secrets and tokens replace its values, others are kept.
-func (g registrar) credentials(issuer string, want ClientMetadata, prev *Credentials, body []byte) (*Credentials, error) {
+func (g registrar) credentials(issuer string, want ClientMetadata, prev *credentials, body []byte) (*credentials, error) {
 	refuse := func(format string, args ...any) error {
 		return &RegistrationError{Reason: fmt.Sprintf(format, args...)}
 	}
@@ -479,7 +485,7 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *Credent
 	if len(meta.GrantTypes) > 0 && !slices.Contains(meta.GrantTypes, "authorization_code") {
 		return nil, refuse("registered grant_types %q lack \"authorization_code\"", meta.GrantTypes)
 	}
-	c := &Credentials{
+	c := &credentials{
 		Issuer: issuer, ClientID: info.ClientID, Metadata: meta,
 		Fingerprint: fingerprint(issuer, want), RegisteredAt: g.now(),
 		ClientSecret: Secret(info.ClientSecret), RegistrationAccessToken: Secret(info.RegistrationAccessToken),

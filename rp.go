@@ -36,8 +36,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/sessions"
@@ -72,13 +70,13 @@ type Config struct {
 
 	// InitialAccessToken is sent as a Bearer token on registration
 	// (RFC 7591 §3) when the provider requires one.
-	InitialAccessToken string
+	InitialAccessToken Secret
 
 	// ClientID and ClientSecret, when ClientID is set, name a client
 	// registered by hand: no registration happens. Its authentication method
 	// is Metadata.TokenEndpointAuthMethod (default client_secret_basic).
 	ClientID     string
-	ClientSecret string
+	ClientSecret Secret
 
 	// Store keeps the registered credentials and the generated session keys.
 	// Default: a MemoryStore, which registers anew on every start; use a
@@ -90,10 +88,11 @@ type Config struct {
 	StoreKey string
 
 	// SessionKeys seal session and login cookies (AES-256-GCM). Each key is
-	// at least 32 bytes; the first seals, all open, so keys can be rotated.
-	// Default: a key generated once and kept in Store under
-	// "oidcrp:session-keys", shared by every process using that store.
-	SessionKeys [][]byte
+	// at least 32 bytes (Secret(b) converts random bytes b); the first
+	// seals, all open, so keys can be rotated. Default: a key generated once
+	// and kept in Store under "oidcrp:session-keys", shared by every process
+	// using that store.
+	SessionKeys []Secret
 
 	// SessionStore, when set, keeps sessions server-side in any gorilla
 	// sessions.Store (the cookie then carries only its identifier). Default:
@@ -166,33 +165,27 @@ var (
 
 // RP is an OpenID Connect relying party. It is safe for concurrent use.
 type RP struct {
-	cfg          Config
+	cfg          *Config // a pointer, so that printing an RP shows no secret
 	log          *slog.Logger
-	httpClient   *http.Client
+	trace        *tracer
+	lc           *lifecycle // the provider client
+	keys         *keyring   // cookie keys; shared by Tenants
+	sessions     *sessionCache
+	refreshes    inflight[string, *User] // by session id
 	redirectPath string
 	secure       bool
 	now          func() time.Time
-	tenant       string      // set by Tenants
-	jwks         *jwksTracer // set when tracing
-
-	cur   atomic.Pointer[conn] // the ready provider connection
-	setup flight               // shares one setup attempt between requests
-
-	keys *keyring
-
-	sessions   *sessionCache
-	refreshing refreshes
-
-	nextCheck   atomic.Int64 // unix nanoseconds of the next periodic registration check; 0 before setup
-	verifyMu    sync.Mutex
-	lastVerify  time.Time // last check that the registration still exists
-	lastRenewal time.Time // last registration replaced because the provider rejected it
+	tenant       string // set by Tenants
 }
 
 // New validates cfg and returns an RP. It does no network or store I/O:
 // discovery and registration happen on the first request that needs them, or
 // in [RP.Ready].
-func New(cfg Config) (*RP, error) {
+func New(cfg Config) (*RP, error) { return newRP(cfg, "", "") }
+
+// newRP is New for a tenant (tenant ""  for a single relying party).
+// legacyKey is where an earlier release kept the credentials.
+func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 	if err := validIssuer(cfg.Issuer); err != nil {
 		return nil, err
 	}
@@ -211,7 +204,8 @@ func New(cfg Config) (*RP, error) {
 		cfg.Store = NewMemoryStore()
 	}
 	if cfg.StoreKey == "" {
-		cfg.StoreKey = "oidcrp:client:" + cfg.Issuer
+		cfg.StoreKey = "oidcrp:client"
+		legacyKey = "oidcrp:client:" + cfg.Issuer
 	}
 	for i, k := range cfg.SessionKeys {
 		if len(k) < 32 {
@@ -247,19 +241,27 @@ func New(cfg Config) (*RP, error) {
 		return nil, fmt.Errorf("oidcrp: token_endpoint_auth_method %q is not supported (client_secret_basic, client_secret_post, none)", cfg.Metadata.TokenEndpointAuthMethod)
 	}
 	rp := &RP{
-		cfg:          cfg,
+		cfg:          &cfg,
 		log:          cfg.Logger.With("issuer", cfg.Issuer),
-		httpClient:   limitResponses(cfg.HTTPClient),
 		redirectPath: ru.Path,
 		secure:       ru.Scheme == "https",
 		now:          time.Now,
 		sessions:     newSessionCache(),
+		tenant:       tenant,
 	}
-	rp.keys = &keyring{keys: cfg.SessionKeys, store: cfg.Store, log: cfg.Logger}
 	if rp.redirectPath == "" {
 		rp.redirectPath = "/"
 	}
-	rp.traceJWKS()
+	rp.keys = &keyring{keys: cfg.SessionKeys, store: cfg.Store, log: cfg.Logger}
+	rp.trace = &tracer{trace: cfg.Trace, issuer: cfg.Issuer, tenant: tenant, log: rp.log}
+	rp.lc = &lifecycle{
+		cfg:       rp.cfg,
+		log:       rp.log,
+		trace:     rp.trace,
+		now:       func() time.Time { return rp.now() }, // tests replace rp.now
+		legacyKey: legacyKey,
+	}
+	rp.lc.http = rp.trace.traceJWKS(limitResponses(cfg.HTTPClient), rp.clientID)
 	return rp, nil
 }
 
@@ -284,13 +286,10 @@ func isLoopbackHost(host string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-// Issuer returns the configured issuer.
-func (rp *RP) Issuer() string { return rp.cfg.Issuer }
-
-// ClientID returns the client_id in use, or "" before the first successful
+// clientID returns the client_id in use, or "" before the first successful
 // setup.
-func (rp *RP) ClientID() string {
-	if c := rp.cur.Load(); c != nil {
+func (rp *RP) clientID() string {
+	if c := rp.lc.cur.Load(); c != nil {
 		return c.creds.ClientID
 	}
 	return ""
@@ -300,12 +299,20 @@ func (rp *RP) ClientID() string {
 // first request would. Use it to warm up at start or as a readiness check: it
 // returns nil when logins can start. A failure wraps ErrUnavailable.
 func (rp *RP) Ready(ctx context.Context) error {
-	if _, err := rp.conn(ctx); err != nil {
+	if _, err := rp.lc.client(ctx); err != nil {
 		return err
 	}
-	_, err := rp.sealer(ctx)
+	_, err := rp.keys.sealer(ctx)
 	return err
 }
+
+// Decommission deletes the client registration at the provider (RFC 7592
+// §2.3), registrations it superseded, and the stored credentials, so nothing
+// is left behind; the next request that needs a login registers anew. A
+// registration without a client configuration endpoint cannot be deleted at
+// the provider: its credentials are still removed from the store, and the
+// error says so.
+func (rp *RP) Decommission(ctx context.Context) error { return rp.lc.decommission(ctx) }
 
 // ServeHTTP answers the callback path and the logout path; any other path
 // gets 404. Mount it where those paths are routed when [RP.Require] or
@@ -327,4 +334,10 @@ func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// Format prints the relying party as its issuer and client, never its
+// configuration's secrets, whatever the verb.
+func (rp *RP) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, "oidcrp.RP{Issuer: %q, Tenant: %q, ClientID: %q}", rp.cfg.Issuer, rp.tenant, rp.clientID())
 }

@@ -885,7 +885,7 @@ func TestForgottenClientDetectedOnNextLogin(t *testing.T) {
 }
 
 func TestCredentialsRedacted(t *testing.T) {
-	c := Credentials{ClientID: "id", ClientSecret: "s3cr3t-value", RegistrationAccessToken: "rat-value"}
+	c := credentials{ClientID: "id", ClientSecret: "s3cr3t-value", RegistrationAccessToken: "rat-value"}
 	b, _ := json.Marshal(c)
 	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(b), fmt.Sprint(&c)} {
 		if strings.Contains(out, "s3cr3t") || strings.Contains(out, "rat-value") {
@@ -935,7 +935,7 @@ func TestNewValidates(t *testing.T) {
 		"http issuer":      func(c *Config) { c.Issuer = "http://op.example" },
 		"no redirect":      func(c *Config) { c.RedirectURL = "" },
 		"redirect frag":    func(c *Config) { c.RedirectURL = "https://app.example/cb#x" },
-		"short key":        func(c *Config) { c.SessionKeys = [][]byte{[]byte("short")} },
+		"short key":        func(c *Config) { c.SessionKeys = []Secret{"short"} },
 		"bad auth method":  func(c *Config) { c.Metadata.TokenEndpointAuthMethod = "private_key_jwt" },
 		"logout=callback":  func(c *Config) { c.LogoutPath = "/cb" },
 		"relative logout":  func(c *Config) { c.LogoutPath = "logout" },
@@ -1056,7 +1056,7 @@ func TestRotatedRegistrationTokenPersisted(t *testing.T) {
 	if s.Registration != 1 || s.RegistrationRead != 2 {
 		t.Fatalf("stats %+v: want 1 registration and 2 reads", s)
 	}
-	b, err := store.Load(context.Background(), "oidcrp:client:"+e.op.Issuer())
+	b, err := store.Load(context.Background(), e.rp.cfg.StoreKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ type Tenant struct {
 	// Metadata, when set, replaces the base configuration's client metadata.
 	Metadata *ClientMetadata
 	// InitialAccessToken, when set, replaces the base configuration's.
-	InitialAccessToken string
+	InitialAccessToken Secret
 }
 
 // TenantsConfig configures [Tenants].
@@ -68,7 +68,7 @@ type TenantsConfig struct {
 // request and kept in a bounded set. Sessions and logins of one tenant are
 // never accepted for another.
 type Tenants struct {
-	cfg  TenantsConfig
+	cfg  *TenantsConfig // a pointer, so that printing Tenants shows no secret
 	keys *keyring
 	http *http.Client
 	log  *slog.Logger
@@ -97,7 +97,7 @@ func NewTenants(cfg TenantsConfig) (*Tenants, error) {
 	if cfg.Base.Store == nil {
 		cfg.Base.Store = NewMemoryStore()
 	}
-	t := &Tenants{cfg: cfg, resident: map[string]*list.Element{}, lru: list.New(), http: cfg.Base.HTTPClient, log: cfg.Base.Logger}
+	t := &Tenants{cfg: &cfg, resident: map[string]*list.Element{}, lru: list.New(), http: cfg.Base.HTTPClient, log: cfg.Base.Logger}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
@@ -116,7 +116,9 @@ func NewTenants(cfg TenantsConfig) (*Tenants, error) {
 func (t *Tenants) newRP(tn Tenant) (*RP, error) {
 	cfg := t.cfg.Base
 	cfg.Issuer, cfg.RedirectURL, cfg.ClientID, cfg.ClientSecret = tn.Issuer, tn.RedirectURL, "", ""
-	cfg.StoreKey = "oidcrp:client:" + tn.ID + ":" + tn.Issuer
+	// The key names the tenant, not its issuer: a tenant that moves to
+	// another provider finds its old registration and deletes it there.
+	cfg.StoreKey = "oidcrp:client:" + tn.ID
 	cfg.HTTPClient = t.http
 	if tn.LogoutPath != "" {
 		cfg.LogoutPath = tn.LogoutPath
@@ -134,11 +136,10 @@ func (t *Tenants) newRP(tn Tenant) (*RP, error) {
 	sum := sha256.Sum256([]byte(tn.ID))
 	cfg.SessionName = name + "_" + hex.EncodeToString(sum[:6])
 	cfg.Logger = t.log.With("tenant", tn.ID)
-	rp, err := New(cfg)
+	rp, err := newRP(cfg, tn.ID, "oidcrp:client:"+tn.ID+":"+tn.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: tenant %q: %s", tn.ID, strings.TrimPrefix(err.Error(), "oidcrp: "))
 	}
-	rp.tenant = tn.ID
 	if t.keys != nil {
 		rp.keys = t.keys
 	}
@@ -279,4 +280,13 @@ func (t *Tenants) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rp := t.resolve(w, r); rp != nil {
 		rp.ServeHTTP(w, r)
 	}
+}
+
+// Format prints the number of resident tenants, never the base
+// configuration's secrets, whatever the verb.
+func (t *Tenants) Format(f fmt.State, verb rune) {
+	t.mu.Lock()
+	n := t.lru.Len()
+	t.mu.Unlock()
+	fmt.Fprintf(f, "oidcrp.Tenants{Resident: %d}", n)
 }

@@ -3,6 +3,7 @@ package oidcrp
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -55,13 +56,22 @@ type Trace struct {
 	Exception func(ctx context.Context, ev Event)
 }
 
-// span starts an operation; end reports its outcome to the Trace, if any,
-// and logs it at debug level.
-func (rp *RP) span(ctx context.Context, op Op, clientID string) (context.Context, func(err error)) {
-	t := rp.cfg.Trace
-	ev := Event{Op: op, Issuer: rp.cfg.Issuer, Tenant: rp.tenant, ClientID: clientID}
-	if t != nil && t.Start != nil {
-		if c := t.Start(ctx, ev); c != nil {
+// tracer reports operations to a Trace, if any, and logs them at debug
+// level.
+type tracer struct {
+	trace  *Trace
+	issuer string
+	tenant string
+	log    *slog.Logger
+	jwks   *jwksTracer // set when tracing
+}
+
+// span starts an operation; end reports its outcome.
+func (t *tracer) span(ctx context.Context, op Op, clientID string) (context.Context, func(err error)) {
+	tr := t.trace
+	ev := Event{Op: op, Issuer: t.issuer, Tenant: t.tenant, ClientID: clientID}
+	if tr != nil && tr.Start != nil {
+		if c := tr.Start(ctx, ev); c != nil {
 			ctx = c
 		}
 	}
@@ -69,9 +79,9 @@ func (rp *RP) span(ctx context.Context, op Op, clientID string) (context.Context
 	return ctx, func(err error) {
 		ev.Duration = time.Since(start)
 		if err == nil {
-			rp.log.Debug("oidcrp: operation done", "op", string(op), "client_id", clientID, "duration", ev.Duration)
-			if t != nil && t.Stop != nil {
-				t.Stop(ctx, ev)
+			t.log.Debug("oidcrp: operation done", "op", string(op), "client_id", clientID, "duration", ev.Duration)
+			if tr != nil && tr.Stop != nil {
+				tr.Stop(ctx, ev)
 			}
 			return
 		}
@@ -80,25 +90,26 @@ func (rp *RP) span(ctx context.Context, op Op, clientID string) (context.Context
 		if errors.As(err, &ae) {
 			ev.Reason = ae.Reason
 		}
-		rp.log.Debug("oidcrp: operation failed", "op", string(op), "client_id", clientID, "duration", ev.Duration, "reason", ev.Reason, "err", err)
-		if t != nil && t.Exception != nil {
-			t.Exception(ctx, ev)
+		t.log.Debug("oidcrp: operation failed", "op", string(op), "client_id", clientID, "duration", ev.Duration, "reason", ev.Reason, "err", err)
+		if tr != nil && tr.Exception != nil {
+			tr.Exception(ctx, ev)
 		}
 	}
 }
 
 // jwksTracer reports the requests go-oidc makes for the provider's keys.
 type jwksTracer struct {
-	rp   *RP
-	next http.RoundTripper
-	url  atomic.Pointer[string]
+	tracer   *tracer
+	clientID func() string
+	next     http.RoundTripper
+	url      atomic.Pointer[string]
 }
 
 func (j *jwksTracer) RoundTrip(req *http.Request) (*http.Response, error) {
 	if u := j.url.Load(); u == nil || req.URL.String() != *u {
 		return j.next.RoundTrip(req)
 	}
-	ctx, end := j.rp.span(req.Context(), OpJWKS, j.rp.ClientID())
+	ctx, end := j.tracer.span(req.Context(), OpJWKS, j.clientID())
 	resp, err := j.next.RoundTrip(req.WithContext(ctx))
 	if err == nil && resp.StatusCode != http.StatusOK {
 		end(errors.New("oidcrp: jwks: HTTP " + http.StatusText(resp.StatusCode)))
@@ -108,19 +119,27 @@ func (j *jwksTracer) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// traceJWKS wraps the HTTP client so that key fetches are traced.
-func (rp *RP) traceJWKS() {
-	if rp.cfg.Trace == nil {
-		return
+// traceJWKS returns hc wrapped so that key fetches are traced, when a
+// Trace is set; clientID names the client in use.
+func (t *tracer) traceJWKS(hc *http.Client, clientID func() string) *http.Client {
+	if t.trace == nil {
+		return hc
 	}
-	next := rp.httpClient.Transport
+	next := hc.Transport
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	c := *rp.httpClient
-	rp.jwks = &jwksTracer{rp: rp, next: next}
-	c.Transport = rp.jwks
-	rp.httpClient = &c
+	c := *hc
+	t.jwks = &jwksTracer{tracer: t, clientID: clientID, next: next}
+	c.Transport = t.jwks
+	return &c
+}
+
+// jwksURL tells the key-fetch tracer which URL holds the provider's keys.
+func (t *tracer) jwksURL(u string) {
+	if t.jwks != nil {
+		t.jwks.url.Store(&u)
+	}
 }
 
 // Status is the state of a relying party's registration, for readiness
@@ -140,16 +159,6 @@ type Status struct {
 // Status reports the registration state without any I/O.
 func (rp *RP) Status() Status {
 	s := Status{Issuer: rp.cfg.Issuer, Tenant: rp.tenant}
-	if c := rp.cur.Load(); c != nil {
-		s.Ready = true
-		s.ClientID, s.AuthMethod = c.creds.ClientID, c.creds.authMethod()
-		s.RegisteredAt, s.SecretExpiresAt = c.creds.RegisteredAt, c.creds.ClientSecretExpiresAt
-	}
-	rp.setup.mu.Lock()
-	if rp.setup.lastErr != nil {
-		s.LastError = rp.setup.lastErr.Error()
-		s.RetryAt = rp.setup.retryAt
-	}
-	rp.setup.mu.Unlock()
+	rp.lc.status(&s)
 	return s
 }

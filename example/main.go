@@ -134,7 +134,7 @@ func singleApp(startProvider func() (string, error), publicURL, iat string, cs o
 	rp, err := oidcrp.New(oidcrp.Config{
 		Issuer:             issuer,
 		RedirectURL:        publicURL + "/auth/callback",
-		InitialAccessToken: iat,
+		InitialAccessToken: oidcrp.Secret(iat),
 		Store:              cs,
 		Logger:             log,
 	})
@@ -180,7 +180,7 @@ func tenantsApp(ids []string, startProvider func() (string, error), publicURL, i
 			return false
 		},
 		AllowPrivateNetworks: devProviders, // the embedded providers listen on loopback
-		Base:                 oidcrp.Config{Store: cs, InitialAccessToken: iat, Logger: log},
+		Base:                 oidcrp.Config{Store: cs, InitialAccessToken: oidcrp.Secret(iat), Logger: log},
 	})
 	if err != nil {
 		return nil, err

@@ -264,7 +264,7 @@ func (a *app) stored() map[string]any {
 	a.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, err := a.store.Load(ctx, "oidcrp:client:"+a.op.Issuer)
+	b, err := a.store.Load(ctx, "oidcrp:client")
 	if err != nil {
 		a.t.Fatalf("loading the stored credentials: %v", err)
 	}
@@ -562,10 +562,10 @@ func TestRPLoginOpenRegistrationClientSecretBasic(t *testing.T) {
 		t.Errorf("login cookie left behind after the callback: %v", b.appCookies(a.URL))
 	}
 
-	clientID := a.rp.ClientID()
+	clientID := a.rp.Status().ClientID
 	creds := a.stored()
 	if clientID == "" || str(creds, "client_id") != clientID {
-		t.Fatalf("rp.ClientID() = %q, stored client_id %q", clientID, str(creds, "client_id"))
+		t.Fatalf("rp client_id %q, stored client_id %q", clientID, str(creds, "client_id"))
 	}
 	if m := storedAuthMethod(creds); m != "client_secret_basic" {
 		t.Errorf("registered token_endpoint_auth_method = %q, want client_secret_basic", m)
@@ -597,8 +597,8 @@ func TestRPLoginOpenRegistrationClientSecretBasic(t *testing.T) {
 	// A second user (browser) logs in with the same client.
 	p = newBrowser(t).navigate(a.URL + "/")
 	a.expectSignedIn(p, "/")
-	if a.rp.ClientID() != clientID {
-		t.Errorf("client_id changed from %s to %s", clientID, a.rp.ClientID())
+	if a.rp.Status().ClientID != clientID {
+		t.Errorf("client_id changed from %s to %s", clientID, a.rp.Status().ClientID)
 	}
 	if n := len(a.registrations()); n != 1 {
 		t.Errorf("%d registration requests, want exactly 1", n)
@@ -656,8 +656,8 @@ func TestRPInitialAccessToken(t *testing.T) {
 			t.Errorf("RegistrationError = %+v, want 401 invalid_token", re)
 		}
 		t.Logf("Ready: %v", err)
-		if a.rp.ClientID() != "" {
-			t.Errorf("ClientID = %q after a refused registration", a.rp.ClientID())
+		if a.rp.Status().ClientID != "" {
+			t.Errorf("ClientID = %q after a refused registration", a.rp.Status().ClientID)
 		}
 		if regs := a.registrations(); len(regs) == 0 {
 			t.Errorf("no registration request recorded")
@@ -719,8 +719,8 @@ func TestRPTokenEndpointAuthMethods(t *testing.T) {
 			if h := ex[0].header.Get("Authorization"); h != "" {
 				t.Errorf("%s token request carries an Authorization header", method)
 			}
-			if f.Get("client_id") != a.rp.ClientID() {
-				t.Errorf("token request client_id = %q, want %q", f.Get("client_id"), a.rp.ClientID())
+			if f.Get("client_id") != a.rp.Status().ClientID {
+				t.Errorf("token request client_id = %q, want %q", f.Get("client_id"), a.rp.Status().ClientID)
 			}
 			switch method {
 			case "client_secret_post":
@@ -934,7 +934,7 @@ func logoutChecks(t *testing.T, a *app, b *browser, old *http.Cookie) {
 	}
 	if hint := q.Get("id_token_hint"); hint != "" {
 		hc := jwtPart(t, hint, 1)
-		if hc["sub"] != interop.TestUserSub || hc["aud"] != a.rp.ClientID() {
+		if hc["sub"] != interop.TestUserSub || hc["aud"] != a.rp.Status().ClientID {
 			t.Errorf("id_token_hint sub %v aud %v", hc["sub"], hc["aud"])
 		}
 	}
@@ -982,7 +982,7 @@ func TestRPProviderRestartReregisters(t *testing.T) {
 	a := newApp(t, op, nil)
 	alice := newBrowser(t)
 	a.expectSignedIn(alice.navigate(a.URL+"/"), "/")
-	oldClient := a.rp.ClientID()
+	oldClient := a.rp.Status().ClientID
 	oldKid := str(jwtPart(t, a.lastIDToken(), 0), "kid")
 	jwksBefore := len(a.rec.find(http.MethodGet, a.endpoint("jwks_uri")))
 
@@ -1019,7 +1019,7 @@ func TestRPProviderRestartReregisters(t *testing.T) {
 	a.expectSignedIn(p, "/bob")
 	a.expectLoginTrip(p)
 
-	newClient := a.rp.ClientID()
+	newClient := a.rp.Status().ClientID
 	if newClient == "" || newClient == oldClient {
 		t.Errorf("client_id %q → %q, want a new one", oldClient, newClient)
 	}
@@ -1080,8 +1080,8 @@ func TestRPClientSecretRenewal(t *testing.T) {
 		t.Helper()
 		now := a.stored()
 		clientID := str(first, "client_id")
-		if str(now, "client_id") != clientID || a.rp.ClientID() != clientID {
-			t.Errorf("client_id changed: %s → stored %s, in use %s", clientID, str(now, "client_id"), a.rp.ClientID())
+		if str(now, "client_id") != clientID || a.rp.Status().ClientID != clientID {
+			t.Errorf("client_id changed: %s → stored %s, in use %s", clientID, str(now, "client_id"), a.rp.Status().ClientID)
 		}
 		if s := str(now, "client_secret"); s == "" || s == str(first, "client_secret") {
 			t.Errorf("stored secret did not change")
@@ -1212,7 +1212,7 @@ func TestRPProviderForgetsClientDuringLogin(t *testing.T) {
 	if callback == "" {
 		t.Fatal("the provider never redirected to the callback")
 	}
-	oldClient := a.rp.ClientID()
+	oldClient := a.rp.Status().ClientID
 
 	op.Restart(t)
 	p := b.navigate(callback)
@@ -1220,7 +1220,7 @@ func TestRPProviderForgetsClientDuringLogin(t *testing.T) {
 	if !p.passed(a.endpoint("authorization_endpoint")+"?") || !p.passed(op.InteractionURLPrefix) {
 		t.Errorf("the login was not restarted at the provider: %v", p.hops)
 	}
-	if c := a.rp.ClientID(); c == oldClient || c == "" {
+	if c := a.rp.Status().ClientID; c == oldClient || c == "" {
 		t.Errorf("client_id %q → %q, want a new one", oldClient, c)
 	}
 	ex := a.codeExchanges()
@@ -1262,7 +1262,7 @@ func TestRPLogoutAfterReregistration(t *testing.T) {
 	a := newApp(t, op, nil)
 	alice := newBrowser(t)
 	a.expectSignedIn(alice.navigate(a.URL+"/"), "/")
-	oldClient := a.rp.ClientID()
+	oldClient := a.rp.Status().ClientID
 
 	op.Restart(t)
 	bob := newBrowser(t)
@@ -1270,7 +1270,7 @@ func TestRPLogoutAfterReregistration(t *testing.T) {
 		t.Fatalf("bob signed in at once; expected the first attempt to fail at the provider")
 	}
 	a.expectSignedIn(bob.navigate(a.URL+"/"), "/")
-	if a.rp.ClientID() == oldClient {
+	if a.rp.Status().ClientID == oldClient {
 		t.Fatalf("the RP did not re-register")
 	}
 
@@ -1291,7 +1291,7 @@ func TestRPLogoutAfterReregistration(t *testing.T) {
 		}
 		t.Errorf("logout after re-registration ended at the provider (status %d at %.80s…) instead of the app's signed-out page; "+
 			"the RP sent an id_token_hint for aud %s while it uses client %s (provider log: %q)",
-			p.status, p.url, hint, a.rp.ClientID(), lastLine(op.Logs(), "end_session.error"))
+			p.status, p.url, hint, a.rp.Status().ClientID, lastLine(op.Logs(), "end_session.error"))
 	}
 }
 
@@ -1365,12 +1365,12 @@ func TestRPSharedStoreRotatedRegistrationToken(t *testing.T) {
 			if p := newBrowser(t).navigate(appURL + "/"); p.status != http.StatusOK || p.body != "ok" {
 				t.Fatalf("login through v1: status %d at %s", p.status, p.url)
 			}
-			client := v1.ClientID()
+			client := v1.Status().ClientID
 			toV2.Store(true)
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			if err := v2.Ready(ctx); err != nil || v2.ClientID() != client {
-				t.Fatalf("v2 Ready: %v, client %q (v1 registered %q)", err, v2.ClientID(), client)
+			if err := v2.Ready(ctx); err != nil || v2.Status().ClientID != client {
+				t.Fatalf("v2 Ready: %v, client %q (v1 registered %q)", err, v2.Status().ClientID, client)
 			}
 			if n := len(rec.find(http.MethodPut, str(disc, "registration_endpoint")+"/"+client)); n != 1 {
 				t.Fatalf("v2 did not update the registration in place (%d PUTs)", n)
@@ -1388,13 +1388,13 @@ func TestRPSharedStoreRotatedRegistrationToken(t *testing.T) {
 
 			regs := rec.find(http.MethodPost, str(disc, "registration_endpoint"))
 			var stored map[string]any
-			if raw, err := store.Load(ctx, "oidcrp:client:"+op.Issuer); err == nil {
+			if raw, err := store.Load(ctx, "oidcrp:client"); err == nil {
 				_ = json.Unmarshal(raw, &stored)
 			}
-			if len(regs) != 1 || v1.ClientID() != client || str(stored, "client_id") != client {
+			if len(regs) != 1 || v1.Status().ClientID != client || str(stored, "client_id") != client {
 				t.Errorf("after v2's in-place update, v1 took the rotated registration access token's 401 for a forgotten client: "+
 					"%d registrations (want 1), v1 uses %q, v2 uses %q, store holds %q; client %q is left registered and no longer stored",
-					len(regs), v1.ClientID(), v2.ClientID(), str(stored, "client_id"), client)
+					len(regs), v1.Status().ClientID, v2.Status().ClientID, str(stored, "client_id"), client)
 			}
 		})
 	}
@@ -1408,7 +1408,7 @@ func TestRPDecommission(t *testing.T) {
 	op := interop.Start(t, interop.Options{})
 	a := newApp(t, op, nil)
 	a.expectSignedIn(newBrowser(t).navigate(a.URL+"/"), "/")
-	raw, err := a.store.Load(context.Background(), "oidcrp:client:"+op.Issuer)
+	raw, err := a.store.Load(context.Background(), "oidcrp:client")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1422,14 +1422,14 @@ func TestRPDecommission(t *testing.T) {
 	if dels := a.rec.find(http.MethodDelete, str(stored, "registration_client_uri")); len(dels) != 1 || dels[0].status != http.StatusNoContent {
 		t.Fatalf("RFC 7592 DELETE: %d calls", len(dels))
 	}
-	if _, err := a.store.Load(context.Background(), "oidcrp:client:"+op.Issuer); !errors.Is(err, oidcrp.ErrNotFound) {
+	if _, err := a.store.Load(context.Background(), "oidcrp:client"); !errors.Is(err, oidcrp.ErrNotFound) {
 		t.Errorf("credentials still stored: %v", err)
 	}
 	if status, code := tokenProbe(t, a.endpoint("token_endpoint"), a.URL+callbackPath, old, str(stored, "client_secret")); code != "invalid_client" {
 		t.Errorf("the provider still knows the decommissioned client: %d %s", status, code)
 	}
 	a.expectSignedIn(newBrowser(t).navigate(a.URL+"/"), "/")
-	if a.rp.ClientID() == old || len(a.registrations()) != 2 {
-		t.Errorf("after decommission: client %s, %d registrations", a.rp.ClientID(), len(a.registrations()))
+	if a.rp.Status().ClientID == old || len(a.registrations()) != 2 {
+		t.Errorf("after decommission: client %s, %d registrations", a.rp.Status().ClientID, len(a.registrations()))
 	}
 }

@@ -44,7 +44,7 @@ func newRP(t *testing.T, srv *httptest.Server, store *Store) *oidcrp.RP {
 }
 
 // storeKey is the default key of the credentials of the provider at srv.
-func storeKey(srv *httptest.Server) string { return "oidcrp:client:" + srv.URL }
+func storeKey(*httptest.Server) string { return "oidcrp:client" }
 
 // TestRPRegistersOnce runs three replicas, each with its own Redis client,
 // each getting ready from 20 goroutines at once: the provider must see one
@@ -73,10 +73,10 @@ func TestRPRegistersOnce(t *testing.T) {
 	if n := op.Stats().Registration; n != 1 {
 		t.Errorf("%d registrations by 3 replicas sharing a Redis store, want 1", n)
 	}
-	id := rps[0].ClientID()
+	id := rps[0].Status().ClientID
 	for i, rp := range rps {
-		if rp.ClientID() == "" || rp.ClientID() != id {
-			t.Errorf("replica %d uses client %q, replica 0 uses %q", i, rp.ClientID(), id)
+		if rp.Status().ClientID == "" || rp.Status().ClientID != id {
+			t.Errorf("replica %d uses client %q, replica 0 uses %q", i, rp.Status().ClientID, id)
 		}
 	}
 	if clients := op.Clients(); len(clients) != 1 || clients[0].ID != id {
@@ -126,8 +126,8 @@ func TestRPTakesOverFromCrashedHolder(t *testing.T) {
 		t.Fatalf("Save by the crashed holder = %v, want an error matching ErrLockLost", err)
 	}
 	b, err := crashed.Load(t.Context(), storeKey(srv))
-	if err != nil || !strings.Contains(string(b), rp.ClientID()) {
-		t.Fatalf("stored credentials %.40q, %v; want those of %q", b, err, rp.ClientID())
+	if err != nil || !strings.Contains(string(b), rp.Status().ClientID) {
+		t.Fatalf("stored credentials %.40q, %v; want those of %q", b, err, rp.Status().ClientID)
 	}
 }
 
@@ -181,8 +181,8 @@ func TestRPPausedHolderDefersToSuccessor(t *testing.T) {
 		t.Fatalf("Ready of the resumed first replica: %v", err)
 	}
 
-	id := second.ClientID()
-	if got := first.ClientID(); got != id {
+	id := second.Status().ClientID
+	if got := first.Status().ClientID; got != id {
 		t.Errorf("the resumed replica uses client %q, the other %q", got, id)
 	}
 	st := op.Stats()
