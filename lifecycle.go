@@ -270,14 +270,13 @@ func (l *lifecycle) check(ctx context.Context, c *client, rejected bool) bool {
 	return true
 }
 
-// tick runs the periodic maintenance when the client was used since the
-// last one, and schedules the next.
+// tick runs the periodic maintenance and schedules the next: superseded
+// registrations whose deletion failed are deleted, and the registration is
+// checked when the client was used since the last tick.
 func (l *lifecycle) tick() {
-	if l.used.Swap(false) {
-		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-		l.maintain(ctx)
-		cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	l.maintain(ctx, l.used.Swap(false))
+	cancel()
 	l.mu.Lock()
 	if !l.closed {
 		l.timer.Reset(checkEvery)
@@ -285,19 +284,20 @@ func (l *lifecycle) tick() {
 	l.mu.Unlock()
 }
 
-// maintain checks that the provider still knows the client, and deletes
-// superseded registrations whose deletion failed before.
-func (l *lifecycle) maintain(ctx context.Context) {
-	if c := l.cur.Load(); c != nil && !c.gone && l.cfg.ClientID == "" {
+// maintain deletes superseded registrations and, with check, asks the
+// provider whether it still knows the client.
+func (l *lifecycle) maintain(ctx context.Context, check bool) {
+	if l.cfg.ClientID != "" {
+		return
+	}
+	if c := l.cur.Load(); check && c != nil && !c.gone {
 		l.checking.Lock()
 		if l.cur.Load() == c {
 			l.check(ctx, c, false)
 		}
 		l.checking.Unlock()
 	}
-	if l.cfg.ClientID == "" {
-		l.cleanupSuperseded(ctx)
-	}
+	l.cleanupSuperseded(ctx)
 }
 
 // close stops the periodic maintenance.
