@@ -22,59 +22,50 @@ import (
 const maxResponseBytes = 1 << 20
 
 // ClientMetadata is the client metadata of OpenID Connect Dynamic Client
-// Registration 1.0 §2, RFC 7591 §2 and the logout specifications. Empty
-// fields are omitted from a registration request. Metadata the type does not
-// model (localized names such as "client_name#ja", or provider extensions)
-// goes in Extra; Extra never overrides a modelled field.
+// Registration 1.0 §2, RFC 7591 §2 and RP-Initiated Logout 1.0 that the
+// relying party acts on or the provider alone interprets. Empty fields are
+// omitted from a registration request. Metadata the type does not model
+// (localized names such as "client_name#ja", provider extensions, or
+// features the relying party does not implement, such as encrypted ID
+// tokens, request objects or front- and back-channel logout) goes in Extra;
+// Extra never overrides a modelled field.
 type ClientMetadata struct {
-	RedirectURIs                      []string        `json:"redirect_uris,omitempty"`
-	ResponseTypes                     []string        `json:"response_types,omitempty"`
-	GrantTypes                        []string        `json:"grant_types,omitempty"`
-	ApplicationType                   string          `json:"application_type,omitempty"`
-	Contacts                          []string        `json:"contacts,omitempty"`
-	ClientName                        string          `json:"client_name,omitempty"`
-	LogoURI                           string          `json:"logo_uri,omitempty"`
-	ClientURI                         string          `json:"client_uri,omitempty"`
-	PolicyURI                         string          `json:"policy_uri,omitempty"`
-	TOSURI                            string          `json:"tos_uri,omitempty"`
-	JWKSURI                           string          `json:"jwks_uri,omitempty"`
-	JWKS                              json.RawMessage `json:"jwks,omitempty"`
-	SectorIdentifierURI               string          `json:"sector_identifier_uri,omitempty"`
-	SubjectType                       string          `json:"subject_type,omitempty"`
-	IDTokenSignedResponseAlg          string          `json:"id_token_signed_response_alg,omitempty"`
-	IDTokenEncryptedResponseAlg       string          `json:"id_token_encrypted_response_alg,omitempty"`
-	IDTokenEncryptedResponseEnc       string          `json:"id_token_encrypted_response_enc,omitempty"`
-	UserinfoSignedResponseAlg         string          `json:"userinfo_signed_response_alg,omitempty"`
-	UserinfoEncryptedResponseAlg      string          `json:"userinfo_encrypted_response_alg,omitempty"`
-	UserinfoEncryptedResponseEnc      string          `json:"userinfo_encrypted_response_enc,omitempty"`
-	RequestObjectSigningAlg           string          `json:"request_object_signing_alg,omitempty"`
-	RequestObjectEncryptionAlg        string          `json:"request_object_encryption_alg,omitempty"`
-	RequestObjectEncryptionEnc        string          `json:"request_object_encryption_enc,omitempty"`
-	TokenEndpointAuthMethod           string          `json:"token_endpoint_auth_method,omitempty"`
-	TokenEndpointAuthSigningAlg       string          `json:"token_endpoint_auth_signing_alg,omitempty"`
-	DefaultMaxAge                     int64           `json:"default_max_age,omitempty"`
-	RequireAuthTime                   bool            `json:"require_auth_time,omitempty"`
-	DefaultACRValues                  []string        `json:"default_acr_values,omitempty"`
-	InitiateLoginURI                  string          `json:"initiate_login_uri,omitempty"`
-	RequestURIs                       []string        `json:"request_uris,omitempty"`
-	Scope                             string          `json:"scope,omitempty"`
-	SoftwareID                        string          `json:"software_id,omitempty"`
-	SoftwareVersion                   string          `json:"software_version,omitempty"`
-	SoftwareStatement                 string          `json:"software_statement,omitempty"`
-	PostLogoutRedirectURIs            []string        `json:"post_logout_redirect_uris,omitempty"`
-	FrontchannelLogoutURI             string          `json:"frontchannel_logout_uri,omitempty"`
-	FrontchannelLogoutSessionRequired bool            `json:"frontchannel_logout_session_required,omitempty"`
-	BackchannelLogoutURI              string          `json:"backchannel_logout_uri,omitempty"`
-	BackchannelLogoutSessionRequired  bool            `json:"backchannel_logout_session_required,omitempty"`
+	RedirectURIs              []string `json:"redirect_uris,omitempty"`
+	ResponseTypes             []string `json:"response_types,omitempty"`
+	GrantTypes                []string `json:"grant_types,omitempty"`
+	ApplicationType           string   `json:"application_type,omitempty"`
+	Contacts                  []string `json:"contacts,omitempty"`
+	ClientName                string   `json:"client_name,omitempty"`
+	LogoURI                   string   `json:"logo_uri,omitempty"`
+	ClientURI                 string   `json:"client_uri,omitempty"`
+	PolicyURI                 string   `json:"policy_uri,omitempty"`
+	TOSURI                    string   `json:"tos_uri,omitempty"`
+	SectorIdentifierURI       string   `json:"sector_identifier_uri,omitempty"`
+	SubjectType               string   `json:"subject_type,omitempty"`
+	IDTokenSignedResponseAlg  string   `json:"id_token_signed_response_alg,omitempty"`
+	UserinfoSignedResponseAlg string   `json:"userinfo_signed_response_alg,omitempty"`
+	TokenEndpointAuthMethod   string   `json:"token_endpoint_auth_method,omitempty"`
+	DefaultMaxAge             int64    `json:"default_max_age,omitempty"`
+	RequireAuthTime           bool     `json:"require_auth_time,omitempty"`
+	DefaultACRValues          []string `json:"default_acr_values,omitempty"`
+	Scope                     string   `json:"scope,omitempty"`
+	SoftwareID                string   `json:"software_id,omitempty"`
+	SoftwareVersion           string   `json:"software_version,omitempty"`
+	SoftwareStatement         string   `json:"software_statement,omitempty"`
+	PostLogoutRedirectURIs    []string `json:"post_logout_redirect_uris,omitempty"`
 
 	// Extra holds any other metadata, sent as top-level members and filled
 	// from unknown members of a response.
 	Extra map[string]any `json:"-"`
 }
 
-// clientMetadataFields is an alias without methods, used to (un)marshal the
-// modelled fields without recursion.
+// clientMetadataFields is ClientMetadata without methods, used to
+// (un)marshal the modelled fields without recursion.
 type clientMetadataFields ClientMetadata
+
+// metadataJSON is ClientMetadata in its wire form: the modelled fields and
+// the members of Extra in one JSON object.
+type metadataJSON ClientMetadata
 
 // responseOnlyFields are members of a client information response that are
 // not client metadata (RFC 7591 §3.2.1, RFC 7592 §3).
@@ -85,7 +76,7 @@ var responseOnlyFields = []string{
 
 // MarshalJSON encodes the metadata as one JSON object: the modelled fields
 // that are set, then the members of Extra that do not collide with them.
-func (m ClientMetadata) MarshalJSON() ([]byte, error) {
+func (m metadataJSON) MarshalJSON() ([]byte, error) {
 	known, err := json.Marshal(clientMetadataFields(m))
 	if err != nil || len(m.Extra) == 0 {
 		return known, err
@@ -104,7 +95,7 @@ func (m ClientMetadata) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON decodes the modelled fields and keeps every other member,
 // except the credential members of a registration response, in Extra.
-func (m *ClientMetadata) UnmarshalJSON(b []byte) error {
+func (m *metadataJSON) UnmarshalJSON(b []byte) error {
 	var f clientMetadataFields
 	if err := json.Unmarshal(b, &f); err != nil {
 		return err
@@ -127,7 +118,7 @@ func (m *ClientMetadata) UnmarshalJSON(b []byte) error {
 		}
 		f.Extra[k] = v
 	}
-	*m = ClientMetadata(f)
+	*m = metadataJSON(f)
 	return nil
 }
 
@@ -206,17 +197,17 @@ func (c *credentials) authMethod() string {
 
 // storedCredentials is the persisted form of credentials.
 type storedCredentials struct {
-	Version                 int            `json:"version"`
-	Issuer                  string         `json:"issuer"`
-	ClientID                string         `json:"client_id"`
-	ClientSecret            string         `json:"client_secret,omitempty"`
-	ClientSecretExpiresAt   int64          `json:"client_secret_expires_at,omitempty"`
-	ClientIDIssuedAt        int64          `json:"client_id_issued_at,omitempty"`
-	RegistrationAccessToken string         `json:"registration_access_token,omitempty"`
-	RegistrationClientURI   string         `json:"registration_client_uri,omitempty"`
-	Metadata                ClientMetadata `json:"metadata"`
-	Fingerprint             string         `json:"fingerprint"`
-	RegisteredAt            int64          `json:"registered_at"`
+	Version                 int          `json:"version"`
+	Issuer                  string       `json:"issuer"`
+	ClientID                string       `json:"client_id"`
+	ClientSecret            string       `json:"client_secret,omitempty"`
+	ClientSecretExpiresAt   int64        `json:"client_secret_expires_at,omitempty"`
+	ClientIDIssuedAt        int64        `json:"client_id_issued_at,omitempty"`
+	RegistrationAccessToken string       `json:"registration_access_token,omitempty"`
+	RegistrationClientURI   string       `json:"registration_client_uri,omitempty"`
+	Metadata                metadataJSON `json:"metadata"`
+	Fingerprint             string       `json:"fingerprint"`
+	RegisteredAt            int64        `json:"registered_at"`
 }
 
 func encodeCredentials(c *credentials) ([]byte, error) {
@@ -224,7 +215,7 @@ func encodeCredentials(c *credentials) ([]byte, error) {
 		Version: 1, Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: string(c.ClientSecret),
 		ClientSecretExpiresAt: unixOrZero(c.ClientSecretExpiresAt), ClientIDIssuedAt: unixOrZero(c.ClientIDIssuedAt),
 		RegistrationAccessToken: string(c.RegistrationAccessToken), RegistrationClientURI: c.RegistrationClientURI,
-		Metadata: c.Metadata, Fingerprint: c.Fingerprint, RegisteredAt: unixOrZero(c.RegisteredAt),
+		Metadata: metadataJSON(c.Metadata), Fingerprint: c.Fingerprint, RegisteredAt: unixOrZero(c.RegisteredAt),
 	})
 }
 
@@ -240,7 +231,7 @@ func decodeCredentials(b []byte) (*credentials, error) {
 		Issuer: s.Issuer, ClientID: s.ClientID, ClientSecret: Secret(s.ClientSecret),
 		ClientSecretExpiresAt: timeOrZero(s.ClientSecretExpiresAt), ClientIDIssuedAt: timeOrZero(s.ClientIDIssuedAt),
 		RegistrationAccessToken: Secret(s.RegistrationAccessToken), RegistrationClientURI: s.RegistrationClientURI,
-		Metadata: s.Metadata, Fingerprint: s.Fingerprint, RegisteredAt: timeOrZero(s.RegisteredAt),
+		Metadata: ClientMetadata(s.Metadata), Fingerprint: s.Fingerprint, RegisteredAt: timeOrZero(s.RegisteredAt),
 	}, nil
 }
 
@@ -262,7 +253,7 @@ func timeOrZero(sec int64) time.Time {
 // requested metadata. credentials whose fingerprint differs were issued for
 // another configuration.
 func fingerprint(issuer string, m ClientMetadata) string {
-	b, _ := json.Marshal(m) // object keys of maps are sorted, struct order is fixed
+	b, _ := json.Marshal(metadataJSON(m)) // object keys of maps are sorted, struct order is fixed
 	h := sha256.New()
 	h.Write([]byte(issuer))
 	h.Write([]byte{0})
@@ -318,7 +309,7 @@ type registrar struct {
 
 // register performs RFC 7591 §3.1 registration and validates the answer.
 func (g registrar) register(ctx context.Context, issuer, endpoint, initialToken string, want ClientMetadata) (*credentials, error) {
-	body, err := json.Marshal(want)
+	body, err := json.Marshal(metadataJSON(want))
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: encode client metadata: %w", err)
 	}
@@ -360,7 +351,7 @@ func (g registrar) update(ctx context.Context, c *credentials, want ClientMetada
 		return nil, errors.New("oidcrp: registration has no client configuration endpoint")
 	}
 	obj := map[string]any{}
-	b, _ := json.Marshal(want)
+	b, _ := json.Marshal(metadataJSON(want))
 	_ = json.Unmarshal(b, &obj)
 	obj["client_id"] = c.ClientID
 	if c.ClientSecret != "" {
@@ -461,7 +452,7 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 		return &RegistrationError{Reason: fmt.Sprintf(format, args...)}
 	}
 	var info clientInfo
-	var meta ClientMetadata
+	var meta metadataJSON
 	if err := json.Unmarshal(body, &info); err != nil {
 		return nil, refuse("response is not a JSON object: %v", err)
 	}
@@ -486,7 +477,7 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 		return nil, refuse("registered grant_types %q lack \"authorization_code\"", meta.GrantTypes)
 	}
 	c := &credentials{
-		Issuer: issuer, ClientID: info.ClientID, Metadata: meta,
+		Issuer: issuer, ClientID: info.ClientID, Metadata: ClientMetadata(meta),
 		Fingerprint: fingerprint(issuer, want), RegisteredAt: g.now(),
 		ClientSecret: Secret(info.ClientSecret), RegistrationAccessToken: Secret(info.RegistrationAccessToken),
 		RegistrationClientURI: info.RegistrationClientURI,

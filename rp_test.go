@@ -907,7 +907,7 @@ func TestCredentialsRedacted(t *testing.T) {
 func TestClientMetadataJSON(t *testing.T) {
 	in := `{"redirect_uris":["https://a/cb"],"client_name":"x","client_name#ja":"エックス","default_max_age":60,
 		"require_auth_time":true,"jwks":{"keys":[]},"client_id":"abc","client_secret":"s","vendor_ext":{"a":1}}`
-	var m ClientMetadata
+	var m metadataJSON // the wire form of ClientMetadata
 	if err := json.Unmarshal([]byte(in), &m); err != nil {
 		t.Fatal(err)
 	}
