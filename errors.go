@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Reasons an [AuthError] gives for a refused request or login.
@@ -129,3 +130,27 @@ var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{{.Title}}</title></head>
 <body><h1>{{.Title}}</h1><p>{{.Message}}</p><p><a href="/">Continue</a></p><p><small>Reason: <code>{{.Reason}}</code></small></p></body></html>
 `))
+
+// unavailableError is a setup failure; it wraps ErrUnavailable and its cause.
+type unavailableError struct {
+	cause      error
+	retryAfter time.Duration
+}
+
+func (e *unavailableError) Error() string {
+	if e.cause == nil {
+		return ErrUnavailable.Error()
+	}
+	return ErrUnavailable.Error() + ": " + strings.TrimPrefix(e.cause.Error(), "oidcrp: ")
+}
+
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.cause} }
+
+// retryAfter returns how long a client should wait after err, if it says.
+func retryAfter(err error) (time.Duration, bool) {
+	var u *unavailableError
+	if errors.As(err, &u) {
+		return u.retryAfter, true
+	}
+	return 0, false
+}

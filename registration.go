@@ -536,3 +536,61 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// wantMetadata is the metadata to register: the defaults completed with
+// Config.Metadata and what the provider supports.
+func wantMetadata(cfg *Config, disc *discovery) (ClientMetadata, error) {
+	m := cfg.Metadata
+	m.Extra = cloneMap(m.Extra)
+	if !slices.Contains(m.RedirectURIs, cfg.RedirectURL) {
+		m.RedirectURIs = append(slices.Clone(m.RedirectURIs), cfg.RedirectURL)
+	}
+	if m.PostLogoutRedirectURIs == nil && disc.EndSessionEndpoint != "" {
+		m.PostLogoutRedirectURIs = []string{cfg.PostLogoutRedirectURL}
+	}
+	if m.ResponseTypes == nil {
+		m.ResponseTypes = []string{"code"}
+	}
+	if m.GrantTypes == nil {
+		m.GrantTypes = []string{"authorization_code"}
+		if slices.Contains(disc.GrantTypesSupported, "refresh_token") {
+			m.GrantTypes = append(m.GrantTypes, "refresh_token")
+		}
+	}
+	if m.ApplicationType == "" {
+		m.ApplicationType = "web"
+	}
+	if m.ClientName == "" {
+		m.ClientName = "oidcrp"
+	}
+	if m.Scope == "" {
+		m.Scope = strings.Join(cfg.Scopes, " ")
+	}
+	if m.TokenEndpointAuthMethod == "" {
+		supported := disc.TokenEndpointAuthMethodsSupported
+		if len(supported) == 0 {
+			supported = []string{"client_secret_basic"} // Discovery §3 default
+		}
+		for _, method := range []string{"client_secret_basic", "client_secret_post", "none"} {
+			if slices.Contains(supported, method) {
+				m.TokenEndpointAuthMethod = method
+				break
+			}
+		}
+		if m.TokenEndpointAuthMethod == "" {
+			return m, fmt.Errorf("oidcrp: provider supports none of client_secret_basic, client_secret_post, none (it lists %q)", supported)
+		}
+	}
+	return m, nil
+}
+
+func cloneMap(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]any, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
