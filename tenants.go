@@ -199,6 +199,7 @@ func (t *Tenants) For(tn Tenant) (*RP, error) {
 		if err != nil {
 			return nil, err
 		}
+		carry(e.rp, rp)
 		t.log.Info("oidcrp: tenant configuration changed", "tenant", tn.ID, "issuer", truncate(tn.Issuer, 200), "redirect_url", truncate(tn.RedirectURL, 200))
 		e.tenant, e.rp, e.since, e.deferred = tn, rp, now, false
 		return rp, nil
@@ -214,6 +215,25 @@ func (t *Tenants) For(tn Tenant) (*RP, error) {
 		delete(t.resident, old.Value.(*tenantRP).tenant.ID)
 	}
 	return rp, nil
+}
+
+// carry gives the relying party that replaces from, for the same tenant,
+// from's failure backoff and the times of its last registration check and
+// replacement, which rate-limit those: a rebuild must not allow a new burst
+// of provider requests.
+func carry(from, to *RP) {
+	from.setup.mu.Lock()
+	failures, retryAt, lastErr := from.setup.failures, from.setup.retryAt, from.setup.lastErr
+	from.setup.mu.Unlock()
+	to.setup.mu.Lock()
+	to.setup.failures, to.setup.retryAt, to.setup.lastErr = failures, retryAt, lastErr
+	to.setup.mu.Unlock()
+	from.verifyMu.Lock()
+	lastVerify, lastRenewal := from.lastVerify, from.lastRenewal
+	from.verifyMu.Unlock()
+	to.verifyMu.Lock()
+	to.lastVerify, to.lastRenewal = lastVerify, lastRenewal
+	to.verifyMu.Unlock()
 }
 
 // check refuses a tenant without ID or with an issuer AllowIssuer refuses.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ type hostTenantEnv struct {
 	logs    *syncBuffer
 }
 
-func newHostTenantEnv(t *testing.T, issuer func() string, client *http.Client) *hostTenantEnv {
+func newHostTenantEnv(t *testing.T, issuer func() string, client *http.Client, interval time.Duration) *hostTenantEnv {
 	t.Helper()
 	e := &hostTenantEnv{t: t, client: client, logs: &syncBuffer{}}
 	e.app = httptest.NewUnstartedServer(nil)
@@ -34,8 +35,9 @@ func newHostTenantEnv(t *testing.T, issuer func() string, client *http.Client) *
 		Resolve: func(r *http.Request) (Tenant, error) {
 			return Tenant{ID: "acme", Issuer: issuer(), RedirectURL: "https://" + r.Host + "/auth/callback"}, nil
 		},
-		AllowIssuer: func(string) bool { return true },
-		Base:        Config{HTTPClient: client, Logger: slog.New(slog.NewTextHandler(e.logs, nil))},
+		AllowIssuer:    func(string) bool { return true },
+		ChangeInterval: interval,
+		Base:           Config{HTTPClient: client, Logger: slog.New(slog.NewTextHandler(e.logs, nil))},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +71,7 @@ var hostSpellings = []string{"acme.example.com", "ACME.example.com", "acme.examp
 func TestTenantHostSpellingsDoNotStorm(t *testing.T) {
 	clock := &fakeClock{}
 	op, srv := newOP(t, devop.Options{AutoLogin: true, Now: clock.Now})
-	e := newHostTenantEnv(t, op.Issuer, srv.Client())
+	e := newHostTenantEnv(t, op.Issuer, srv.Client(), 0)
 	e.tenants.now = clock.Now
 	for i := range 20 {
 		if status := e.visit(hostSpellings[i%len(hostSpellings)]); status != http.StatusFound && status != http.StatusSeeOther {
@@ -97,5 +99,33 @@ func TestTenantHostSpellingsDoNotStorm(t *testing.T) {
 	}
 	if c := op.Clients(); len(c) != 1 || c[0].RedirectURIs[0] != "https://ACME.example.com/auth/callback" {
 		t.Errorf("registered clients %+v, want one with the spelling of the first request after the interval", c)
+	}
+}
+
+// TestTenantRebuildKeepsBackoff: a rebuilt tenant does not start with a
+// fresh failure backoff that lets each rebuild make another provider request.
+func TestTenantRebuildKeepsBackoff(t *testing.T) {
+	var hits atomic.Int32
+	down := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "down", http.StatusInternalServerError)
+	}))
+	t.Cleanup(down.Close)
+	clock := &fakeClock{}
+	e := newHostTenantEnv(t, func() string { return down.URL }, down.Client(), 500*time.Millisecond)
+	e.tenants.now = clock.Now
+	for i := range 6 {
+		if status := e.visit(hostSpellings[i%2]); status != http.StatusServiceUnavailable {
+			t.Fatalf("request %d: status %d, want 503", i, status)
+		}
+		clock.Advance(600 * time.Millisecond) // past the change interval, within the backoff
+	}
+	// Failures at 0s (backoff 1s) and 1.2s (backoff 2s); none at 0.6, 1.8, 2.4 and 3s.
+	if n := hits.Load(); n != 2 {
+		t.Errorf("6 requests rebuilding the tenant each time made %d provider requests, want 2 (backoff 1s, then 2s)", n)
+	}
+	st := e.tenants.Status()
+	if len(st) != 1 || st[0].LastError == "" || st[0].RetryAt.IsZero() {
+		t.Errorf("status %+v, want the last failure and its retry time", st)
 	}
 }
