@@ -2,6 +2,7 @@ package oidcrp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"sync/atomic"
@@ -135,6 +136,12 @@ type Status struct {
 	SecretExpiresAt time.Time `json:"secret_expires_at,omitzero"` // zero: never
 	LastError       string    `json:"last_error,omitempty"`       // of the last failed setup
 	RetryAt         time.Time `json:"retry_at,omitzero"`          // next setup attempt after a failure
+
+	// SecretExpiresIn is SecretExpiresAt less the time of the Status call:
+	// zero when the secret never expires (or there is none yet), negative
+	// once it has expired. In JSON it is "secret_expires_in", in whole
+	// seconds, absent when the secret never expires.
+	SecretExpiresIn time.Duration `json:"-"`
 }
 
 // Status reports the registration state without any I/O.
@@ -144,6 +151,11 @@ func (rp *RP) Status() Status {
 		s.Ready = true
 		s.ClientID, s.AuthMethod = c.creds.ClientID, c.creds.authMethod()
 		s.RegisteredAt, s.SecretExpiresAt = c.creds.RegisteredAt, c.creds.ClientSecretExpiresAt
+		if !s.SecretExpiresAt.IsZero() {
+			if s.SecretExpiresIn = s.SecretExpiresAt.Sub(rp.now()); s.SecretExpiresIn == 0 {
+				s.SecretExpiresIn = -1 // expiring now; zero means never
+			}
+		}
 	}
 	rp.setup.mu.Lock()
 	if rp.setup.lastErr != nil {
@@ -152,4 +164,22 @@ func (rp *RP) Status() Status {
 	}
 	rp.setup.mu.Unlock()
 	return s
+}
+
+// MarshalJSON adds secret_expires_in, SecretExpiresIn in whole seconds
+// (rounded down), when the secret expires.
+func (s Status) MarshalJSON() ([]byte, error) {
+	type plain Status // without this method
+	out := struct {
+		plain
+		SecretExpiresIn *int64 `json:"secret_expires_in,omitempty"`
+	}{plain: plain(s)}
+	if !s.SecretExpiresAt.IsZero() {
+		secs := int64(s.SecretExpiresIn / time.Second)
+		if s.SecretExpiresIn%time.Second < 0 {
+			secs--
+		}
+		out.SecretExpiresIn = &secs
+	}
+	return json.Marshal(out)
 }
