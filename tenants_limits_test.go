@@ -129,3 +129,31 @@ func TestTenantRebuildKeepsBackoff(t *testing.T) {
 		t.Errorf("status %+v, want the last failure and its retry time", st)
 	}
 }
+
+// TestTenantRebuildKeepsCheckLimits: the times of the last registration
+// check and replacement, which rate-limit those, survive a rebuild.
+func TestTenantRebuildKeepsCheckLimits(t *testing.T) {
+	op, srv := newOP(t, devop.Options{AutoLogin: true})
+	e := newHostTenantEnv(t, op.Issuer, srv.Client(), -1)
+	e.visit("acme.example.com")
+	old, err := e.tenants.For(Tenant{ID: "acme", Issuer: op.Issuer(), RedirectURL: "https://acme.example.com/auth/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(-time.Second).Round(0)
+	old.verifyMu.Lock()
+	old.lastVerify, old.lastRenewal = at, at
+	old.verifyMu.Unlock()
+	rp, err := e.tenants.For(Tenant{ID: "acme", Issuer: op.Issuer(), RedirectURL: "https://ACME.example.com/auth/callback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rp == old {
+		t.Fatal("the tenant was not rebuilt")
+	}
+	rp.verifyMu.Lock()
+	defer rp.verifyMu.Unlock()
+	if !rp.lastVerify.Equal(at) || !rp.lastRenewal.Equal(at) {
+		t.Errorf("rebuilt tenant: last check %v, last replacement %v, want both %v", rp.lastVerify, rp.lastRenewal, at)
+	}
+}
