@@ -16,7 +16,7 @@ import (
 // handleCallback completes a login: the authorization response is checked
 // against the attempt's cookie (state, RFC 9207 iss), the code is exchanged
 // with the PKCE verifier, the ID token is verified (signature, iss, aud, exp
-// by go-oidc; nonce, iat, sub and extra audiences here), userinfo is read,
+// by go-oidc; nonce, iat, azp, sub and extra audiences here), userinfo is read,
 // and a new session replaces the attempt.
 func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
@@ -130,6 +130,11 @@ func (rp *RP) checkResponseIssuer(c *client, f *flow, iss string, present bool) 
 	return nil
 }
 
+// maxIssuedAtSkew is how far ahead of the relying party's clock an ID
+// token's iat may be: more means the token (or the provider's clock) cannot
+// be trusted.
+const maxIssuedAtSkew = 5 * time.Minute
+
 // complete exchanges the code and builds the user from verified tokens.
 func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*User, error) {
 	xctx, end := rp.trace.span(ctx, OpTokenExchange, c.creds.ClientID)
@@ -159,13 +164,31 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token has no valid sub"}
 	case idt.IssuedAt.IsZero():
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token has no iat"}
+	case idt.IssuedAt.After(rp.now().Add(maxIssuedAtSkew)):
+		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token was issued in the future (iat)"}
 	case len(idt.Audience) != 1:
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience)}
 	}
 	var claims map[string]any // the ID token's claims, decoded only when needed
+	var azp any
 	if (c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo) || rp.cfg.ClaimFilter != nil {
 		if err := idt.Claims(&claims); err != nil {
 			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+		}
+		azp = claims["azp"]
+	} else {
+		var a struct {
+			Azp any `json:"azp"`
+		}
+		if err := idt.Claims(&a); err != nil {
+			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
+		}
+		azp = a.Azp
+	}
+	if azp != nil {
+		// OIDC Core §3.1.3.7 (5): an azp, when present, must be this client.
+		if s, _ := azp.(string); s != c.creds.ClientID {
+			return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token was issued to another authorized party (azp)"}
 		}
 	}
 	extras := map[string]any{} // userinfo claims the ID token lacks

@@ -68,15 +68,16 @@ type lifecycle struct {
 	setup inflight[struct{}, *client]
 	used  atomic.Bool // a client was asked for since the last maintenance
 
+	checking sync.Mutex // one check of the registration at a time
+
 	mu          sync.Mutex // guards the fields below
 	failures    int        // consecutive failed setups
 	retryAt     time.Time  // no setup before then
 	lastErr     error      // of the last failed setup
-	timer       *time.Timer
-	closed      bool
 	lastVerify  time.Time  // last check on suspicion
 	lastRenewal time.Time  // last replacement of a client the provider rejected
-	checking    sync.Mutex // one check of the registration at a time
+	timer       *time.Timer
+	closed      bool
 }
 
 // client returns the current client, setting it up or renewing its
@@ -229,11 +230,9 @@ func (l *lifecycle) rejected(ctx context.Context, c *client, confirmed bool) boo
 			return false // a check is under way
 		}
 		defer l.checking.Unlock()
-		now := l.now()
-		if l.cur.Load() != c || now.Sub(l.lastVerify) < verifyEvery {
+		if l.cur.Load() != c || !l.due(&l.lastVerify, verifyEvery) {
 			return false
 		}
-		l.lastVerify = now
 		return l.check(ctx, c, false)
 	}
 	l.checking.Lock()
@@ -241,11 +240,27 @@ func (l *lifecycle) rejected(ctx context.Context, c *client, confirmed bool) boo
 	if cur := l.cur.Load(); cur != c {
 		return cur != nil // already replaced
 	}
-	if l.now().Sub(l.lastRenewal) < reregisterEvery {
+	l.mu.Lock()
+	recent := l.now().Sub(l.lastRenewal) < reregisterEvery
+	l.mu.Unlock()
+	if recent {
 		l.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
 		return false
 	}
 	return l.check(ctx, c, true)
+}
+
+// due reports whether at least every has passed since *last, and if so
+// sets *last to now. last is a field guarded by l.mu.
+func (l *lifecycle) due(last *time.Time, every time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if now.Sub(*last) < every {
+		return false
+	}
+	*last = now
+	return true
 }
 
 // check asks the provider whether c's client still exists, adopts rotated
@@ -264,7 +279,9 @@ func (l *lifecycle) check(ctx context.Context, c *client, rejected bool) bool {
 		}
 		refused = cur
 	}
+	l.mu.Lock()
 	l.lastRenewal = l.now()
+	l.mu.Unlock()
 	l.forget(ctx, c, refused)
 	return true
 }
@@ -297,6 +314,18 @@ func (l *lifecycle) maintain(ctx context.Context, check bool) {
 		l.checking.Unlock()
 	}
 	l.cleanupSuperseded(ctx)
+}
+
+// inherit takes over the rate limits of the lifecycle it replaces, for the
+// same tenant: its failure backoff and the times of its last check and
+// replacement. A rebuild must not allow a new burst of provider requests.
+func (l *lifecycle) inherit(from *lifecycle) {
+	from.mu.Lock()
+	failures, retryAt, lastErr, lastVerify, lastRenewal := from.failures, from.retryAt, from.lastErr, from.lastVerify, from.lastRenewal
+	from.mu.Unlock()
+	l.mu.Lock()
+	l.failures, l.retryAt, l.lastErr, l.lastVerify, l.lastRenewal = failures, retryAt, lastErr, lastVerify, lastRenewal
+	l.mu.Unlock()
 }
 
 // close stops the periodic maintenance.
@@ -790,6 +819,11 @@ func (l *lifecycle) status(s *Status) {
 		s.Ready = true
 		s.ClientID, s.AuthMethod = c.creds.ClientID, c.creds.authMethod()
 		s.RegisteredAt, s.SecretExpiresAt = c.creds.RegisteredAt, c.creds.ClientSecretExpiresAt
+		if !s.SecretExpiresAt.IsZero() {
+			if s.SecretExpiresIn = s.SecretExpiresAt.Sub(l.now()); s.SecretExpiresIn == 0 {
+				s.SecretExpiresIn = -1 // expiring now; zero means never
+			}
+		}
 	}
 	l.mu.Lock()
 	if l.lastErr != nil {

@@ -306,6 +306,32 @@ func (rp *RP) Ready(ctx context.Context) error {
 	return err
 }
 
+// Status is the state of a relying party's registration, for readiness
+// probes and debug pages. It holds no secrets.
+type Status struct {
+	Issuer          string    `json:"issuer"`
+	Tenant          string    `json:"tenant,omitempty"`
+	Ready           bool      `json:"ready"`                      // logins can start now
+	ClientID        string    `json:"client_id,omitempty"`        // in use
+	AuthMethod      string    `json:"auth_method,omitempty"`      // token endpoint authentication
+	RegisteredAt    time.Time `json:"registered_at,omitzero"`     // client or current secret obtained
+	SecretExpiresAt time.Time `json:"secret_expires_at,omitzero"` // zero: never
+	LastError       string    `json:"last_error,omitempty"`       // of the last failed setup
+	RetryAt         time.Time `json:"retry_at,omitzero"`          // next setup attempt after a failure
+
+	// SecretExpiresIn is SecretExpiresAt less the time of the Status call:
+	// zero when the secret never expires (or there is none yet), negative
+	// once it has expired. JSON carries secret_expires_at instead.
+	SecretExpiresIn time.Duration `json:"-"`
+}
+
+// Status reports the registration state without any I/O.
+func (rp *RP) Status() Status {
+	s := Status{Issuer: rp.cfg.Issuer, Tenant: rp.tenant}
+	rp.lc.status(&s)
+	return s
+}
+
 // Decommission deletes the client registration at the provider (RFC 7592
 // §2.3), registrations it superseded, and the stored credentials, so nothing
 // is left behind; the next request that needs a login registers anew. A

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Tenant is one customer's identity provider, as a [TenantsConfig.Resolve]
@@ -61,6 +62,18 @@ type TenantsConfig struct {
 	// and link-local addresses when Base.HTTPClient is not set. For
 	// development only.
 	AllowPrivateNetworks bool
+
+	// ChangeInterval is the least time between two changes of a resident
+	// tenant's configuration (Issuer, RedirectURL, LogoutPath, Metadata,
+	// InitialAccessToken) taking effect. A change rebuilds the tenant's
+	// relying party and usually updates or replaces its registration at
+	// the provider, which breaks that tenant's logins in progress; within
+	// the interval, requests resolving to another configuration are served
+	// by the resident one and the change is logged once, and the first
+	// request after it applies the change. This bounds what a Resolve that
+	// depends on the request (the Host header's spelling, say) costs at the
+	// provider. Default: 10 minutes; negative: every change at once.
+	ChangeInterval time.Duration
 }
 
 // Tenants is a relying party per tenant: each tenant gets its own
@@ -73,14 +86,18 @@ type Tenants struct {
 	http *http.Client
 	log  *slog.Logger
 
+	now func() time.Time
+
 	mu       sync.Mutex
 	resident map[string]*list.Element // tenant ID → element of lru holding *tenantRP
 	lru      *list.List               // front: most recently used
 }
 
 type tenantRP struct {
-	tenant Tenant
-	rp     *RP
+	tenant   Tenant
+	rp       *RP
+	since    time.Time // when this configuration took effect
+	deferred bool      // a change was put off and logged since then
 }
 
 // NewTenants validates cfg and returns Tenants. It does no I/O.
@@ -94,10 +111,13 @@ func NewTenants(cfg TenantsConfig) (*Tenants, error) {
 	if cfg.MaxResident <= 0 {
 		cfg.MaxResident = 1000
 	}
+	if cfg.ChangeInterval == 0 {
+		cfg.ChangeInterval = 10 * time.Minute
+	}
 	if cfg.Base.Store == nil {
 		cfg.Base.Store = NewMemoryStore()
 	}
-	t := &Tenants{cfg: &cfg, resident: map[string]*list.Element{}, lru: list.New(), http: cfg.Base.HTTPClient, log: cfg.Base.Logger}
+	t := &Tenants{cfg: &cfg, resident: map[string]*list.Element{}, lru: list.New(), http: cfg.Base.HTTPClient, log: cfg.Base.Logger, now: time.Now}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
@@ -140,6 +160,7 @@ func (t *Tenants) newRP(tn Tenant) (*RP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: tenant %q: %s", tn.ID, strings.TrimPrefix(err.Error(), "oidcrp: "))
 	}
+	rp.now = t.now
 	if t.keys != nil {
 		rp.keys = t.keys
 	}
@@ -150,36 +171,64 @@ func (t *Tenants) newRP(tn Tenant) (*RP, error) {
 var ErrIssuerNotAllowed = errors.New("oidcrp: tenant issuer not allowed")
 
 // For returns the relying party of tenant tn, creating it if it is not
-// resident. It does no I/O.
+// resident. A resident tenant whose configuration differs from tn's is
+// rebuilt, at most once per [TenantsConfig.ChangeInterval]; until then its
+// resident relying party is returned. It does no I/O.
 func (t *Tenants) For(tn Tenant) (*RP, error) {
-	if tn.ID == "" {
-		return nil, errors.New("oidcrp: tenant without ID")
-	}
-	if !t.cfg.AllowIssuer(tn.Issuer) {
-		return nil, fmt.Errorf("%w: tenant %q, issuer %q", ErrIssuerNotAllowed, tn.ID, truncate(tn.Issuer, 200))
+	if err := t.check(tn); err != nil {
+		return nil, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if el, ok := t.resident[tn.ID]; ok {
 		e := el.Value.(*tenantRP)
+		t.lru.MoveToFront(el)
 		if sameTenant(e.tenant, tn) {
-			t.lru.MoveToFront(el)
 			return e.rp, nil
 		}
-		t.lru.Remove(el) // the tenant's configuration changed
-		delete(t.resident, tn.ID)
+		now := t.now()
+		if until := e.since.Add(t.cfg.ChangeInterval); now.Before(until) {
+			if !e.deferred {
+				e.deferred = true
+				t.log.Warn("oidcrp: tenant configuration changed again soon after its last change; keeping the current one for now",
+					"tenant", tn.ID, "until", until, "issuer", truncate(tn.Issuer, 200), "redirect_url", truncate(tn.RedirectURL, 200),
+					"current_redirect_url", e.tenant.RedirectURL)
+			}
+			return e.rp, nil
+		}
+		rp, err := t.newRP(tn)
+		if err != nil {
+			return nil, err
+		}
+		rp.lc.inherit(e.rp.lc)
+		e.rp.lc.close()
+		t.log.Info("oidcrp: tenant configuration changed", "tenant", tn.ID, "issuer", truncate(tn.Issuer, 200), "redirect_url", truncate(tn.RedirectURL, 200))
+		e.tenant, e.rp, e.since, e.deferred = tn, rp, now, false
+		return rp, nil
 	}
 	rp, err := t.newRP(tn)
 	if err != nil {
 		return nil, err
 	}
-	t.resident[tn.ID] = t.lru.PushFront(&tenantRP{tenant: tn, rp: rp})
+	t.resident[tn.ID] = t.lru.PushFront(&tenantRP{tenant: tn, rp: rp, since: t.now()})
 	for t.lru.Len() > t.cfg.MaxResident {
 		old := t.lru.Back()
 		t.lru.Remove(old)
 		delete(t.resident, old.Value.(*tenantRP).tenant.ID)
+		old.Value.(*tenantRP).rp.lc.close()
 	}
 	return rp, nil
+}
+
+// check refuses a tenant without ID or with an issuer AllowIssuer refuses.
+func (t *Tenants) check(tn Tenant) error {
+	if tn.ID == "" {
+		return errors.New("oidcrp: tenant without ID")
+	}
+	if !t.cfg.AllowIssuer(tn.Issuer) {
+		return fmt.Errorf("%w: tenant %q, issuer %q", ErrIssuerNotAllowed, tn.ID, truncate(tn.Issuer, 200))
+	}
+	return nil
 }
 
 func sameTenant(a, b Tenant) bool {
@@ -226,16 +275,28 @@ func (t *Tenants) Status() []Status {
 // Remove decommissions tenant tn: its registration is deleted at the
 // provider (RFC 7592) and its credentials in the store, and it leaves memory.
 func (t *Tenants) Remove(ctx context.Context, tn Tenant) error {
-	rp, err := t.For(tn)
-	if err != nil {
+	if err := t.check(tn); err != nil {
 		return err
 	}
 	t.mu.Lock()
+	var rp *RP
 	if el, ok := t.resident[tn.ID]; ok {
+		e := el.Value.(*tenantRP)
+		if sameTenant(e.tenant, tn) {
+			rp = e.rp
+		}
+		e.rp.lc.close()
 		t.lru.Remove(el)
 		delete(t.resident, tn.ID)
 	}
 	t.mu.Unlock()
+	if rp == nil {
+		var err error
+		if rp, err = t.newRP(tn); err != nil {
+			return err
+		}
+	}
+	rp.lc.close()
 	return rp.Decommission(ctx)
 }
 

@@ -141,24 +141,3 @@ func (t *tracer) jwksURL(u string) {
 		t.jwks.url.Store(&u)
 	}
 }
-
-// Status is the state of a relying party's registration, for readiness
-// probes and debug pages. It holds no secrets.
-type Status struct {
-	Issuer          string    `json:"issuer"`
-	Tenant          string    `json:"tenant,omitempty"`
-	Ready           bool      `json:"ready"`                      // logins can start now
-	ClientID        string    `json:"client_id,omitempty"`        // in use
-	AuthMethod      string    `json:"auth_method,omitempty"`      // token endpoint authentication
-	RegisteredAt    time.Time `json:"registered_at,omitzero"`     // client or current secret obtained
-	SecretExpiresAt time.Time `json:"secret_expires_at,omitzero"` // zero: never
-	LastError       string    `json:"last_error,omitempty"`       // of the last failed setup
-	RetryAt         time.Time `json:"retry_at,omitzero"`          // next setup attempt after a failure
-}
-
-// Status reports the registration state without any I/O.
-func (rp *RP) Status() Status {
-	s := Status{Issuer: rp.cfg.Issuer, Tenant: rp.tenant}
-	rp.lc.status(&s)
-	return s
-}

@@ -42,11 +42,16 @@
 //   - oidcrp.operation.duration, a histogram in seconds with the same
 //     attributes;
 //   - oidcrp.logins, a counter of callbacks with oidcrp.outcome
-//     ("completed" or "rejected") and oidcrp.reason (when known).
+//     ("completed" or "rejected") and oidcrp.reason (when known);
+//   - oidcrp.client_secret.expires_in, a gauge in seconds until each
+//     client secret expires, with oidc.issuer and oidc.tenant (when not
+//     empty), absent for a secret that never expires. It is read from
+//     [oidcrp.RP.Status] or [oidcrp.Tenants.Status] at each collection,
+//     once registered with [ObserveStatus].
 //
 // With the Prometheus exporter these are oidcrp_operations_total,
-// oidcrp_operation_duration_seconds and oidcrp_logins_total; see the
-// example.
+// oidcrp_operation_duration_seconds, oidcrp_logins_total and
+// oidcrp_client_secret_expires_in_seconds; see the example.
 //
 // Neither spans nor metrics carry secrets, codes or tokens: an
 // [oidcrp.Event] has none.

@@ -13,8 +13,9 @@ import (
 )
 
 // Serve the relying party's metrics to Prometheus at /metrics: the
-// counters oidcrp_operations_total and oidcrp_logins_total and the
-// histogram oidcrp_operation_duration_seconds.
+// counters oidcrp_operations_total and oidcrp_logins_total, the
+// histogram oidcrp_operation_duration_seconds and the gauge
+// oidcrp_client_secret_expires_in_seconds.
 func ExampleNew_prometheus() {
 	exporter, err := prometheus.New() // registers with prometheus.DefaultRegisterer
 	if err != nil {
@@ -29,6 +30,10 @@ func ExampleNew_prometheus() {
 		Trace: oidcrpotel.New(oidcrpotel.Options{MeterProvider: meters}),
 	})
 	if err != nil {
+		log.Fatal(err)
+	}
+	// The gauge oidcrp_client_secret_expires_in_seconds, read from rp.Status.
+	if _, err := oidcrpotel.ObserveStatus(meters, func() []oidcrp.Status { return []oidcrp.Status{rp.Status()} }); err != nil {
 		log.Fatal(err)
 	}
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -30,6 +30,8 @@ const (
 	metricOperations = "oidcrp.operations"         // counter
 	metricDuration   = "oidcrp.operation.duration" // histogram, seconds
 	metricLogins     = "oidcrp.logins"             // counter
+
+	metricSecretExpiresIn = "oidcrp.client_secret.expires_in" // gauge, seconds (ObserveStatus)
 )
 
 // Options configures [New].
@@ -52,11 +54,7 @@ func New(opts Options) *oidcrp.Trace {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
-	mp := opts.MeterProvider
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	meter := mp.Meter(scopeName)
+	meter := meterOf(opts.MeterProvider)
 	r := &recorder{tracer: tp.Tracer(scopeName)}
 	var err error
 	if r.ops, err = meter.Int64Counter(metricOperations,
