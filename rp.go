@@ -22,8 +22,9 @@
 //
 // [RP.Require] and [RP.Optional] answer the callback path (the path of
 // Config.RedirectURL) and Config.LogoutPath themselves; [RP] is also an
-// http.Handler for those two paths, for applications that protect only part
-// of their routes.
+// http.Handler for those two paths, and [RP.CallbackHandler] and
+// [RP.LogoutHandler] serve one each, for applications that route them
+// themselves.
 package oidcrp
 
 import (
@@ -308,21 +309,28 @@ func (rp *RP) Ready(ctx context.Context) error {
 }
 
 // ServeHTTP answers the callback path and the logout path; any other path
-// gets 404. Mount it where those paths are routed when [RP.Require] or
-// [RP.Optional] do not wrap them.
+// gets 404, except an authorization response that was routed elsewhere (see
+// [RP.Require]). A path matches as the handler sees it (r.URL.Path) or as the
+// server received it (r.RequestURI), so the RP may be mounted under
+// http.StripPrefix: mux.Handle("/auth/", rp) with RedirectURL's path under
+// /auth/ and LogoutPath "/auth/logout". Applications that route each path
+// themselves use [RP.CallbackHandler] and [RP.LogoutHandler].
 func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rp.serveOwn(w, r) {
 		http.NotFound(w, r)
 	}
 }
 
-// serveOwn answers the RP's own paths and reports whether it did.
+// serveOwn answers the RP's own paths, and an authorization response
+// wherever it arrives, and reports whether it did.
 func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
-	switch r.URL.Path {
-	case rp.redirectPath:
+	switch {
+	case atPath(r, rp.redirectPath):
 		rp.handleCallback(w, r)
-	case rp.cfg.LogoutPath:
+	case atPath(r, rp.cfg.LogoutPath):
 		rp.handleLogout(w, r)
+	case isAuthResponse(r):
+		rp.misrouted(w, r)
 	default:
 		return false
 	}
