@@ -124,7 +124,9 @@ type Config struct {
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
-	// LogoutPath is the path that ends the session. Default: "/logout".
+	// LogoutPath is the path that ends the session, as the browser sees it
+	// (behind a proxy that rewrites paths, mount [RP.LogoutHandler] where
+	// the application receives it). Default: "/logout".
 	LogoutPath string
 
 	// PostLogoutRedirectURL is registered as the post-logout redirect URI.
