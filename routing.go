@@ -41,8 +41,24 @@ func (rp *RP) LogoutHandler() http.Handler {
 // r.RequestURI. It returns "" when that is unknown (a request made in
 // process) or is not a path.
 func receivedPath(r *http.Request) string {
-	if r.RequestURI == "" || r.RequestURI == "*" {
+	uri := r.RequestURI
+	if uri == "" || uri == "*" {
 		return ""
+	}
+	if uri[0] != '/' { // absolute-form: skip scheme and authority
+		if i := strings.Index(uri, "://"); i > 0 {
+			if j := strings.IndexAny(uri[i+3:], "/?#"); j >= 0 && uri[i+3+j] == '/' {
+				uri = uri[i+3+j:]
+			}
+		}
+	}
+	if uri[0] == '/' {
+		if i := strings.IndexByte(uri, '?'); i >= 0 {
+			uri = uri[:i]
+		}
+		if strings.IndexByte(uri, '%') < 0 {
+			return uri // nothing to decode: no need to parse and allocate
+		}
 	}
 	u, err := url.ParseRequestURI(r.RequestURI)
 	if err != nil || !strings.HasPrefix(u.Path, "/") {
@@ -52,9 +68,9 @@ func receivedPath(r *http.Request) string {
 }
 
 // atPath reports whether r is addressed to path, as the handler sees it or
-// as the server received it.
-func atPath(r *http.Request, path string) bool {
-	return r.URL.Path == path || receivedPath(r) == path
+// as the server received it (received, from receivedPath).
+func atPath(r *http.Request, received, path string) bool {
+	return r.URL.Path == path || received == path
 }
 
 // arrivedAt returns the path r arrived at, as the server received it when

@@ -282,3 +282,24 @@ func TestReturnPathUnderStrippedPrefix(t *testing.T) {
 		}
 	}
 }
+
+func TestReceivedPath(t *testing.T) {
+	for uri, want := range map[string]string{
+		"":                            "",
+		"*":                           "",
+		"/a/b":                        "/a/b",
+		"/a/b?x=/c":                   "/a/b",
+		"/a%2Fb/c%20d?x":              "/a/b/c d",
+		"https://h.example/a/b?x=1":   "/a/b",
+		"https://h.example?x=/a":      "",
+		"https://h.example#/a":        "",
+		"https://u@h.example/a%20b":   "/a b",
+		"http://h.example:8080/a?b#c": "/a",
+		"h.example:443":               "",
+	} {
+		r := &http.Request{RequestURI: uri}
+		if got := receivedPath(r); got != want {
+			t.Errorf("receivedPath(%q) = %q, want %q", uri, got, want)
+		}
+	}
+}

@@ -326,10 +326,11 @@ func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveOwn answers the RP's own paths, and an authorization response
 // wherever it arrives, and reports whether it did.
 func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
+	received := receivedPath(r)
 	switch {
-	case atPath(r, rp.redirectPath):
+	case atPath(r, received, rp.redirectPath):
 		rp.handleCallback(w, r)
-	case atPath(r, rp.cfg.LogoutPath):
+	case atPath(r, received, rp.cfg.LogoutPath):
 		rp.handleLogout(w, r)
 	case isAuthResponse(r):
 		rp.misrouted(w, r)
