@@ -26,12 +26,15 @@ func (rp *RP) CallbackHandler() http.Handler {
 // route Config.LogoutPath themselves: a same-origin POST ends the local
 // session and, when the provider supports it, the provider's (RP-Initiated
 // Logout); a GET shows a sign-out button, or the signed-out page when the
-// provider sends the browser back. It works at whatever path it is mounted; the URLs it gives the
-// browser (the sign-out form's action, the logout cookie's path, the page
-// after logout) use Config.LogoutPath, and the provider returns the browser
-// to Config.PostLogoutRedirectURL after a logout there. So mount it where
-// requests for both arrive: LogoutPath is the path as the browser sees it,
-// which behind a path-rewriting proxy differs from the mount path.
+// provider sends the browser back.
+//
+// It works at whatever path it is mounted. The URLs it gives the browser
+// (the sign-out form's action, the logout cookie's path, the page after
+// logout) use Config.LogoutPath, and the provider returns the browser to
+// Config.PostLogoutRedirectURL (by default LogoutPath on RedirectURL's
+// origin): mount it where requests for those arrive. LogoutPath is the path
+// as the browser sees it, which behind a path-rewriting proxy differs from
+// the mount path.
 func (rp *RP) LogoutHandler() http.Handler {
 	return http.HandlerFunc(rp.handleLogout)
 }

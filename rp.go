@@ -313,9 +313,9 @@ func (rp *RP) Ready(ctx context.Context) error {
 // ServeHTTP answers the callback path and the logout path; any other path
 // gets 404, except an authorization response that was routed elsewhere (see
 // [RP.Require]). A path matches as the handler sees it (r.URL.Path) or as the
-// server received it (r.RequestURI), so the RP may be mounted under
-// http.StripPrefix: mux.Handle("/auth/", rp) with RedirectURL's path under
-// /auth/ and LogoutPath "/auth/logout". Applications that route each path
+// server received it (r.RequestURI), so the RP may be mounted as it is, e.g.
+// mux.Handle("/auth/", rp) with RedirectURL's path and LogoutPath under
+// /auth/, or under http.StripPrefix. Applications that route each path
 // themselves use [RP.CallbackHandler] and [RP.LogoutHandler].
 func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rp.serveOwn(w, r) {
