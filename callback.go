@@ -77,7 +77,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 		return http.StatusInternalServerError, &AuthError{Reason: ReasonSession, Err: err}
 	}
 	rp.log.Info("oidcrp: login completed", "sub", u.Subject, "client_id", c.creds.ClientID)
-	http.Redirect(w, r, safeReturnTo(f.ReturnTo), http.StatusSeeOther)
+	http.Redirect(w, r, rp.returnPath(r, f.ReturnTo), http.StatusSeeOther)
 	return 0, nil
 }
 

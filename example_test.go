@@ -108,3 +108,71 @@ func ExampleConfig_sessionStore() {
 	}
 	_ = rp
 }
+
+// Route each of the RP's paths yourself, here with Go 1.22 ServeMux
+// patterns; chi and gorilla/mux routes work the same way. The callback must
+// be routed where requests for RedirectURL arrive, the logout handler where
+// those for LogoutPath (and PostLogoutRedirectURL) arrive.
+func ExampleRP_CallbackHandler() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/auth/callback",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /auth/callback", rp.CallbackHandler())
+	mux.Handle("/logout", rp.LogoutHandler()) // GET shows a button, POST signs out
+	mux.Handle("GET /login", rp.LoginHandler())
+	mux.Handle("GET /me", rp.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := oidcrp.UserFromContext(r.Context())
+		fmt.Fprintln(w, u.Subject)
+	})))
+	log.Fatal(http.ListenAndServe(":8080", mux))
+}
+
+// Behind a reverse proxy that serves the application at
+// https://example.com/app/ and forwards /app/X as /X, RedirectURL and
+// LogoutPath are the browser's URLs, and the handlers are mounted at the
+// paths the application receives. After a login the browser returns under
+// /app/, the prefix the proxy removed from the callback.
+func ExampleRP_LogoutHandler() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://example.com/app/auth/callback",
+		LogoutPath:  "/app/logout",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /auth/callback", rp.CallbackHandler())
+	mux.Handle("/logout", rp.LogoutHandler())
+	mux.Handle("/", rp.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := oidcrp.UserFromContext(r.Context())
+		fmt.Fprintln(w, "hello", u.Subject)
+	})))
+	log.Fatal(http.ListenAndServe(":8080", mux))
+}
+
+// Serve the application under a path prefix with http.StripPrefix. The
+// middleware recognises its own paths by the path the server received,
+// which StripPrefix keeps, so RedirectURL and LogoutPath are the browser's.
+func ExampleRP_Require_stripPrefix() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/app/auth/callback",
+		LogoutPath:  "/app/logout",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := oidcrp.UserFromContext(r.Context())
+		fmt.Fprintln(w, "hello", u.Subject, "at", r.URL.Path) // /app/page arrives as /page
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/app/", http.StripPrefix("/app", rp.Require(app)))
+	log.Fatal(http.ListenAndServe(":8080", mux))
+}

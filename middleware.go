@@ -16,8 +16,16 @@ import (
 // Require returns middleware that lets only signed-in users through to next,
 // with the user in the request context ([UserFromContext]). A browser
 // navigation without a session is redirected to the provider to sign in and
-// comes back to the URL it asked for; any other request gets 401. It also
-// answers the callback path and Config.LogoutPath.
+// comes back to the URL it asked for; any other request gets 401.
+//
+// It also answers the callback path (the path of Config.RedirectURL) and
+// Config.LogoutPath, matched against the path as next would see it and as
+// the server received it (r.RequestURI), so it works under http.StripPrefix
+// and sub-routers. An authorization response for a login this browser
+// started (its state, a code or an error, and the browser's login cookie for
+// that state) is completed wherever it arrives, with a warning naming the
+// paths, rather than treated as a page needing a login: a callback routed
+// to the wrong path cannot send the browser back and forth to the provider.
 func (rp *RP) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rp.require(w, r, next) })
 }
@@ -35,12 +43,13 @@ func (rp *RP) require(w http.ResponseWriter, r *http.Request, next http.Handler)
 		rp.fail(w, r, http.StatusUnauthorized, &AuthError{Reason: ReasonLoginRequired})
 		return
 	}
-	rp.login(w, r, r.URL.RequestURI())
+	rp.login(w, r, receivedTarget(r))
 }
 
 // Optional returns middleware that puts the signed-in user, if any, in the
-// request context and always calls next. It also answers the callback path
-// and Config.LogoutPath.
+// request context and always calls next. It also answers the callback path,
+// Config.LogoutPath and misrouted authorization responses, as [RP.Require]
+// does.
 func (rp *RP) Optional(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rp.optional(w, r, next) })
 }
@@ -57,7 +66,8 @@ func (rp *RP) optional(w http.ResponseWriter, r *http.Request, next http.Handler
 
 // LoginHandler returns a handler that starts a login and, once signed in,
 // returns the browser to the same-origin path in its "return_to" query
-// parameter (default "/").
+// parameter (default "/"). It works at whatever path it is mounted; see
+// [RP.CallbackHandler] and [RP.LogoutHandler] for the other two.
 func (rp *RP) LoginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rp.login(w, r, r.URL.Query().Get("return_to"))

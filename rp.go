@@ -22,8 +22,9 @@
 //
 // [RP.Require] and [RP.Optional] answer the callback path (the path of
 // Config.RedirectURL) and Config.LogoutPath themselves; [RP] is also an
-// http.Handler for those two paths, for applications that protect only part
-// of their routes.
+// http.Handler for those two paths, and [RP.CallbackHandler] and
+// [RP.LogoutHandler] serve one each, for applications that route them
+// themselves.
 package oidcrp
 
 import (
@@ -122,7 +123,9 @@ type Config struct {
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
-	// LogoutPath is the path that ends the session. Default: "/logout".
+	// LogoutPath is the path that ends the session, as the browser sees it
+	// (behind a proxy that rewrites paths, mount [RP.LogoutHandler] where
+	// the application receives it). Default: "/logout".
 	LogoutPath string
 
 	// PostLogoutRedirectURL is registered as the post-logout redirect URI.
@@ -341,21 +344,29 @@ func (rp *RP) Status() Status {
 func (rp *RP) Decommission(ctx context.Context) error { return rp.lc.decommission(ctx) }
 
 // ServeHTTP answers the callback path and the logout path; any other path
-// gets 404. Mount it where those paths are routed when [RP.Require] or
-// [RP.Optional] do not wrap them.
+// gets 404, except an authorization response that was routed elsewhere (see
+// [RP.Require]). A path matches as the handler sees it (r.URL.Path) or as the
+// server received it (r.RequestURI), so the RP may be mounted as it is, e.g.
+// mux.Handle("/auth/", rp) with RedirectURL's path and LogoutPath under
+// /auth/, or under http.StripPrefix. Applications that route each path
+// themselves use [RP.CallbackHandler] and [RP.LogoutHandler].
 func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rp.serveOwn(w, r) {
 		http.NotFound(w, r)
 	}
 }
 
-// serveOwn answers the RP's own paths and reports whether it did.
+// serveOwn answers the RP's own paths, and an authorization response
+// wherever it arrives, and reports whether it did.
 func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
-	switch r.URL.Path {
-	case rp.redirectPath:
+	received := receivedPath(r)
+	switch {
+	case atPath(r, received, rp.redirectPath):
 		rp.handleCallback(w, r)
-	case rp.cfg.LogoutPath:
+	case atPath(r, received, rp.cfg.LogoutPath):
 		rp.handleLogout(w, r)
+	case isAuthResponse(r):
+		rp.misrouted(w, r)
 	default:
 		return false
 	}

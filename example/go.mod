@@ -8,6 +8,8 @@ replace (
 )
 
 require (
+	github.com/go-chi/chi/v5 v5.5.0
+	github.com/gorilla/mux v1.8.1
 	github.com/oidcrp/oidcrp v0.0.0-00010101000000-000000000000
 	github.com/oidcrp/oidcrp/redisstore v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
