@@ -21,7 +21,7 @@ import (
 func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	ctx, end := rp.trace.span(r.Context(), OpLogin, rp.clientID())
+	ctx, end := rp.trace.span(r.Context(), opLogin, rp.clientID())
 	r = r.WithContext(ctx)
 	status, err := rp.callback(w, r)
 	end(err)
@@ -137,7 +137,7 @@ const maxIssuedAtSkew = 5 * time.Minute
 
 // complete exchanges the code and builds the user from verified tokens.
 func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*User, error) {
-	xctx, end := rp.trace.span(ctx, OpTokenExchange, c.creds.ClientID)
+	xctx, end := rp.trace.span(ctx, opTokenExchange, c.creds.ClientID)
 	tok, err := c.oauth.Exchange(c.context(xctx), code, oauth2.VerifierOption(f.Verifier))
 	end(err)
 	if err != nil {
@@ -193,7 +193,7 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	}
 	extras := map[string]any{} // userinfo claims the ID token lacks
 	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
-		uctx, end := rp.trace.span(ctx, OpUserInfo, c.creds.ClientID)
+		uctx, end := rp.trace.span(ctx, opUserInfo, c.creds.ClientID)
 		ui, err := c.provider.UserInfo(c.context(uctx), oauth2.StaticTokenSource(tok))
 		if err == nil && ui.Subject != idt.Subject {
 			// OIDC Core §5.3.2: the response must not be used.

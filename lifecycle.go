@@ -157,7 +157,7 @@ func (l *lifecycle) establish(ctx context.Context) (*client, error) {
 	if prev != nil {
 		disc = prev.disc
 	} else {
-		dctx, end := l.trace.span(ctx, OpDiscovery, "")
+		dctx, end := l.trace.span(ctx, opDiscovery, "")
 		d, err := discover(dctx, l.http, l.cfg.Issuer, l.log)
 		end(err)
 		if err != nil {
@@ -466,11 +466,11 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 		op := "read"
 		if stored.Fingerprint != fp {
 			op = "update"
-			c, err = l.traced(ctx, OpRegistrationUpdate, stored.ClientID, func(ctx context.Context) (*credentials, error) {
+			c, err = l.traced(ctx, opRegistrationUpdate, stored.ClientID, func(ctx context.Context) (*credentials, error) {
 				return g.update(ctx, stored, want)
 			})
 		} else {
-			c, err = l.traced(ctx, OpRegistrationRead, stored.ClientID, func(ctx context.Context) (*credentials, error) {
+			c, err = l.traced(ctx, opRegistrationRead, stored.ClientID, func(ctx context.Context) (*credentials, error) {
 				return g.read(ctx, stored)
 			})
 		}
@@ -484,7 +484,7 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 		case err == nil && op == "read":
 			// Still expiring: an update may issue a new secret (RFC 7592
 			// §2.2), sent with the metadata as the provider returned it.
-			c2, err2 := l.traced(ctx, OpRegistrationUpdate, c.ClientID, func(ctx context.Context) (*credentials, error) {
+			c2, err2 := l.traced(ctx, opRegistrationUpdate, c.ClientID, func(ctx context.Context) (*credentials, error) {
 				return g.update(ctx, c, c.Metadata)
 			})
 			if err2 == nil {
@@ -501,7 +501,7 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 		l.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
 	}
 	start := l.now()
-	c, err := l.traced(ctx, OpRegistration, "", func(ctx context.Context) (*credentials, error) {
+	c, err := l.traced(ctx, opRegistration, "", func(ctx context.Context) (*credentials, error) {
 		return g.register(ctx, l.cfg.Issuer, disc.RegistrationEndpoint, string(l.cfg.InitialAccessToken), want)
 	})
 	if err != nil {
@@ -525,7 +525,7 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 func (l *lifecycle) deleteSuperseded(ctx context.Context, old *credentials) {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
-	ctx, end := l.trace.span(ctx, OpRegistrationDelete, old.ClientID)
+	ctx, end := l.trace.span(ctx, opRegistrationDelete, old.ClientID)
 	err := l.registrar().remove(ctx, old)
 	end(err)
 	if err != nil {
@@ -557,7 +557,7 @@ func (l *lifecycle) cleanupSuperseded(ctx context.Context) {
 	}
 	var left []*credentials
 	for _, old := range list {
-		dctx, end := l.trace.span(ctx, OpRegistrationDelete, old.ClientID)
+		dctx, end := l.trace.span(ctx, opRegistrationDelete, old.ClientID)
 		err := l.registrar().remove(dctx, old)
 		end(err)
 		if err != nil {
@@ -606,7 +606,7 @@ func (l *lifecycle) saveSuperseded(ctx context.Context, list []*credentials) err
 }
 
 // traced runs a registration operation as a span.
-func (l *lifecycle) traced(ctx context.Context, op Op, clientID string, fn func(context.Context) (*credentials, error)) (*credentials, error) {
+func (l *lifecycle) traced(ctx context.Context, op, clientID string, fn func(context.Context) (*credentials, error)) (*credentials, error) {
 	ctx, end := l.trace.span(ctx, op, clientID)
 	c, err := fn(ctx)
 	end(err)
@@ -674,7 +674,7 @@ func (l *lifecycle) checkRegistration(ctx context.Context, disc *discovery, c *c
 	if stored, err := l.load(ctx); err == nil && stored != nil && stored.ClientID == c.ClientID {
 		c = stored
 	}
-	fresh, err := l.traced(ctx, OpRegistrationRead, c.ClientID, func(ctx context.Context) (*credentials, error) {
+	fresh, err := l.traced(ctx, opRegistrationRead, c.ClientID, func(ctx context.Context) (*credentials, error) {
 		return l.registrar().read(ctx, c)
 	})
 	var re *RegistrationError
@@ -796,7 +796,7 @@ func (l *lifecycle) decommission(ctx context.Context) error {
 		if creds.RegistrationClientURI == "" {
 			remoteErr = fmt.Errorf("oidcrp: client %s has no client configuration endpoint; delete it at the provider by hand", creds.ClientID)
 		} else {
-			dctx, end := l.trace.span(ctx, OpRegistrationDelete, creds.ClientID)
+			dctx, end := l.trace.span(ctx, opRegistrationDelete, creds.ClientID)
 			remoteErr = l.registrar().remove(dctx, creds)
 			end(remoteErr)
 			if remoteErr != nil {

@@ -43,7 +43,7 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
-	ctx, end := rp.trace.span(r.Context(), OpLogout, rp.clientID())
+	ctx, end := rp.trace.span(r.Context(), opLogout, rp.clientID())
 	defer end(nil)
 	r = r.WithContext(ctx)
 	u := rp.sessionUser(r)

@@ -116,7 +116,7 @@ func (rp *RP) login(w http.ResponseWriter, r *http.Request, returnTo string) {
 }
 
 func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo string, retried bool) {
-	ctx, end := rp.trace.span(r.Context(), OpLoginStart, rp.clientID())
+	ctx, end := rp.trace.span(r.Context(), opLoginStart, rp.clientID())
 	err := rp.startLogin(ctx, w, r, returnTo, retried)
 	end(err)
 	if err != nil {

@@ -122,7 +122,7 @@ func (rp *RP) refresh(ctx context.Context, u *User) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, end := rp.trace.span(ctx, OpRefresh, c.creds.ClientID)
+	ctx, end := rp.trace.span(ctx, opRefresh, c.creds.ClientID)
 	nu, err := rp.doRefresh(c.context(ctx), c, u)
 	end(err)
 	return nu, err

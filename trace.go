@@ -9,29 +9,40 @@ import (
 	"time"
 )
 
-// Op names an operation reported to a [Trace].
-type Op string
-
-// Operations reported to a Trace. Each is a span: Start, then Stop or
-// Exception.
+// Operations reported to a Trace, as Event.Op. Each is a span: Start, then
+// Stop or Exception.
 const (
-	OpDiscovery          Op = "discovery"           // fetching the discovery document
-	OpJWKS               Op = "jwks"                // fetching the provider's keys
-	OpRegistration       Op = "registration"        // RFC 7591 registration
-	OpRegistrationRead   Op = "registration_read"   // RFC 7592 read
-	OpRegistrationUpdate Op = "registration_update" // RFC 7592 update
-	OpRegistrationDelete Op = "registration_delete" // RFC 7592 delete
-	OpTokenExchange      Op = "token_exchange"      // authorization code for tokens
-	OpRefresh            Op = "refresh"             // refresh token for tokens (Config.KeepTokens)
-	OpUserInfo           Op = "userinfo"            // userinfo request
-	OpLoginStart         Op = "login_start"         // redirecting a browser to the provider
-	OpLogin              Op = "login"               // a callback: Stop when the login completed, Exception when rejected
-	OpLogout             Op = "logout"              // ending a session
+	opDiscovery          = "discovery"           // fetching the discovery document
+	opJWKS               = "jwks"                // fetching the provider's keys
+	opRegistration       = "registration"        // RFC 7591 registration
+	opRegistrationRead   = "registration_read"   // RFC 7592 read
+	opRegistrationUpdate = "registration_update" // RFC 7592 update
+	opRegistrationDelete = "registration_delete" // RFC 7592 delete
+	opTokenExchange      = "token_exchange"      // authorization code for tokens
+	opRefresh            = "refresh"             // refresh token for tokens (Config.KeepTokens)
+	opUserInfo           = "userinfo"            // userinfo request
+	opLoginStart         = "login_start"         // redirecting a browser to the provider
+	opLogin              = "login"               // a callback: Stop when the login completed, Exception when rejected
+	opLogout             = "logout"              // ending a session
 )
 
 // Event describes an operation. It never carries secrets, codes or tokens.
 type Event struct {
-	Op       Op
+	// Op names the operation:
+	//
+	//   - "discovery": fetching the discovery document;
+	//   - "jwks": fetching the provider's keys;
+	//   - "registration": RFC 7591 registration;
+	//   - "registration_read", "registration_update", "registration_delete":
+	//     RFC 7592 reads, updates and deletions of the registration;
+	//   - "token_exchange": the authorization code for tokens;
+	//   - "refresh": a refresh token for tokens (Config.KeepTokens);
+	//   - "userinfo": the userinfo request;
+	//   - "login_start": redirecting a browser to the provider;
+	//   - "login": a callback, stopped when the login completed, an
+	//     exception when it was rejected;
+	//   - "logout": ending a session.
+	Op       string
 	Issuer   string
 	Tenant   string        // "" for a single-tenant RP
 	ClientID string        // "" before registration
@@ -67,7 +78,7 @@ type tracer struct {
 }
 
 // span starts an operation; end reports its outcome.
-func (t *tracer) span(ctx context.Context, op Op, clientID string) (context.Context, func(err error)) {
+func (t *tracer) span(ctx context.Context, op, clientID string) (context.Context, func(err error)) {
 	tr := t.trace
 	ev := Event{Op: op, Issuer: t.issuer, Tenant: t.tenant, ClientID: clientID}
 	if tr != nil && tr.Start != nil {
@@ -79,7 +90,7 @@ func (t *tracer) span(ctx context.Context, op Op, clientID string) (context.Cont
 	return ctx, func(err error) {
 		ev.Duration = time.Since(start)
 		if err == nil {
-			t.log.Debug("oidcrp: operation done", "op", string(op), "client_id", clientID, "duration", ev.Duration)
+			t.log.Debug("oidcrp: operation done", "op", op, "client_id", clientID, "duration", ev.Duration)
 			if tr != nil && tr.Stop != nil {
 				tr.Stop(ctx, ev)
 			}
@@ -90,7 +101,7 @@ func (t *tracer) span(ctx context.Context, op Op, clientID string) (context.Cont
 		if errors.As(err, &ae) {
 			ev.Reason = ae.Reason
 		}
-		t.log.Debug("oidcrp: operation failed", "op", string(op), "client_id", clientID, "duration", ev.Duration, "reason", ev.Reason, "err", err)
+		t.log.Debug("oidcrp: operation failed", "op", op, "client_id", clientID, "duration", ev.Duration, "reason", ev.Reason, "err", err)
 		if tr != nil && tr.Exception != nil {
 			tr.Exception(ctx, ev)
 		}
@@ -109,7 +120,7 @@ func (j *jwksTracer) RoundTrip(req *http.Request) (*http.Response, error) {
 	if u := j.url.Load(); u == nil || req.URL.String() != *u {
 		return j.next.RoundTrip(req)
 	}
-	ctx, end := j.tracer.span(req.Context(), OpJWKS, j.clientID())
+	ctx, end := j.tracer.span(req.Context(), opJWKS, j.clientID())
 	resp, err := j.next.RoundTrip(req.WithContext(ctx))
 	if err == nil && resp.StatusCode != http.StatusOK {
 		end(errors.New("oidcrp: jwks: HTTP " + http.StatusText(resp.StatusCode)))

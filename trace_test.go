@@ -87,10 +87,10 @@ func TestTraceLoginSequences(t *testing.T) {
 		if ev.Issuer != e.op.Issuer() {
 			t.Errorf("event %s without issuer", ev.Op)
 		}
-		if ev.Op != OpDiscovery && ev.Op != OpRegistration && ev.Op != OpLoginStart && ev.ClientID == "" {
+		if ev.Op != opDiscovery && ev.Op != opRegistration && ev.Op != opLoginStart && ev.ClientID == "" {
 			t.Errorf("event %s without client_id", ev.Op)
 		}
-		if rec.kinds[i] == "stop" && (ev.Op == OpRegistration || ev.Op == OpTokenExchange) && ev.Duration <= 0 {
+		if rec.kinds[i] == "stop" && (ev.Op == opRegistration || ev.Op == opTokenExchange) && ev.Duration <= 0 {
 			t.Errorf("event %s without duration", ev.Op)
 		}
 	}

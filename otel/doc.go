@@ -17,7 +17,7 @@
 //
 // # Spans
 //
-// Each operation is a span named "oidcrp." plus the [oidcrp.Op], such as
+// Each operation is a span named "oidcrp." plus the operation ([oidcrp.Event] Op), such as
 // "oidcrp.token_exchange", a child of the span in the context it starts
 // with: the request's context for login_start, login and logout, so that a
 // span of an HTTP server middleware such as otelhttp is their parent.

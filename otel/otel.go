@@ -99,16 +99,16 @@ type recorder struct {
 type spanKey struct{}
 
 type opSpan struct {
-	op   oidcrp.Op
+	op   string
 	span trace.Span
 }
 
-func kind(op oidcrp.Op) trace.SpanKind {
+func kind(op string) trace.SpanKind {
 	switch op {
-	case oidcrp.OpLoginStart, oidcrp.OpLogin, oidcrp.OpLogout:
+	case "login_start", "login", "logout":
 		return trace.SpanKindInternal
-	case oidcrp.OpDiscovery, oidcrp.OpJWKS, oidcrp.OpRegistration, oidcrp.OpRegistrationRead,
-		oidcrp.OpRegistrationUpdate, oidcrp.OpRegistrationDelete, oidcrp.OpTokenExchange, oidcrp.OpRefresh, oidcrp.OpUserInfo:
+	case "discovery", "jwks", "registration", "registration_read",
+		"registration_update", "registration_delete", "token_exchange", "refresh", "userinfo":
 		return trace.SpanKindClient
 	}
 	return trace.SpanKindInternal
@@ -142,7 +142,7 @@ func (r *recorder) stop(ctx context.Context, ev oidcrp.Event) {
 		s.End()
 	}
 	r.record(ctx, ev, "ok")
-	if ev.Op == oidcrp.OpLogin {
+	if ev.Op == "login" {
 		r.logins.Add(ctx, 1, completed)
 	}
 }
@@ -161,7 +161,7 @@ func (r *recorder) exception(ctx context.Context, ev oidcrp.Event) {
 		s.End()
 	}
 	r.record(ctx, ev, "error")
-	if ev.Op == oidcrp.OpLogin {
+	if ev.Op == "login" {
 		attrs := []attribute.KeyValue{attrOutcome.String("rejected")}
 		if ev.Reason != "" {
 			attrs = append(attrs, attrReason.String(ev.Reason))

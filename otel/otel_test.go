@@ -220,7 +220,7 @@ func sum(t *testing.T, rm metricdata.ResourceMetrics, name string, kvs ...attrib
 	return 0
 }
 
-func okAttrs(issuer string, op oidcrp.Op) []attribute.KeyValue {
+func okAttrs(issuer string, op string) []attribute.KeyValue {
 	return []attribute.KeyValue{
 		attribute.String("oidcrp.operation", string(op)),
 		attribute.String("oidcrp.outcome", "ok"),
@@ -275,17 +275,17 @@ func TestLoginSpansAndMetrics(t *testing.T) {
 	// Kinds and attributes.
 	for _, tc := range []struct {
 		s        sdktrace.ReadOnlySpan
-		op       oidcrp.Op
+		op       string
 		kind     trace.SpanKind
 		clientID string
 	}{
-		{loginStart, oidcrp.OpLoginStart, trace.SpanKindInternal, ""}, // not registered yet
-		{discovery, oidcrp.OpDiscovery, trace.SpanKindClient, ""},
-		{registration, oidcrp.OpRegistration, trace.SpanKindClient, ""},
-		{login, oidcrp.OpLogin, trace.SpanKindInternal, clientID},
-		{exchange, oidcrp.OpTokenExchange, trace.SpanKindClient, clientID},
-		{jwks, oidcrp.OpJWKS, trace.SpanKindClient, clientID},
-		{userinfo, oidcrp.OpUserInfo, trace.SpanKindClient, clientID},
+		{loginStart, "login_start", trace.SpanKindInternal, ""}, // not registered yet
+		{discovery, "discovery", trace.SpanKindClient, ""},
+		{registration, "registration", trace.SpanKindClient, ""},
+		{login, "login", trace.SpanKindInternal, clientID},
+		{exchange, "token_exchange", trace.SpanKindClient, clientID},
+		{jwks, "jwks", trace.SpanKindClient, clientID},
+		{userinfo, "userinfo", trace.SpanKindClient, clientID},
 	} {
 		a := attrs(tc.s)
 		if tc.s.SpanKind() != tc.kind {
@@ -311,8 +311,8 @@ func TestLoginSpansAndMetrics(t *testing.T) {
 	}
 
 	rm := e.metrics()
-	ops := []oidcrp.Op{oidcrp.OpLoginStart, oidcrp.OpDiscovery, oidcrp.OpRegistration, oidcrp.OpLogin,
-		oidcrp.OpTokenExchange, oidcrp.OpJWKS, oidcrp.OpUserInfo}
+	ops := []string{"login_start", "discovery", "registration", "login",
+		"token_exchange", "jwks", "userinfo"}
 	for _, op := range ops {
 		if n := sum(t, rm, "oidcrp.operations", okAttrs(issuer, op)...); n != 1 {
 			t.Errorf("oidcrp.operations{%s,ok} = %d, want 1", op, n)
@@ -359,9 +359,9 @@ func TestLoginSpansAndMetrics(t *testing.T) {
 		t.Errorf("logout is not a child of the request's span")
 	}
 	rm = e.metrics()
-	for op, want := range map[oidcrp.Op]int64{
-		oidcrp.OpLoginStart: 2, oidcrp.OpDiscovery: 1, oidcrp.OpRegistration: 1, oidcrp.OpLogin: 2,
-		oidcrp.OpTokenExchange: 2, oidcrp.OpJWKS: 1, oidcrp.OpUserInfo: 2, oidcrp.OpLogout: 1,
+	for op, want := range map[string]int64{
+		"login_start": 2, "discovery": 1, "registration": 1, "login": 2,
+		"token_exchange": 2, "jwks": 1, "userinfo": 2, "logout": 1,
 	} {
 		if n := sum(t, rm, "oidcrp.operations", okAttrs(issuer, op)...); n != want {
 			t.Errorf("after a second login: oidcrp.operations{%s,ok} = %d, want %d", op, n, want)
@@ -411,7 +411,7 @@ func TestRejectedLogin(t *testing.T) {
 		attribute.String("oidcrp.reason", "nonce_mismatch"), attribute.String("oidc.issuer", issuer)); n != 1 {
 		t.Errorf("oidcrp.operations{login,error,nonce_mismatch} = %d, want 1", n)
 	}
-	if n := sum(t, rm, "oidcrp.operations", okAttrs(issuer, oidcrp.OpTokenExchange)...); n != 1 {
+	if n := sum(t, rm, "oidcrp.operations", okAttrs(issuer, "token_exchange")...); n != 1 {
 		t.Errorf("oidcrp.operations{token_exchange,ok} = %d, want 1", n)
 	}
 	assertNoSecrets(t, e, spans, rm)
@@ -480,12 +480,12 @@ func TestHooks(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	tr := oidcrpotel.New(oidcrpotel.Options{TracerProvider: tp, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
 
-	kinds := map[oidcrp.Op]trace.SpanKind{
-		oidcrp.OpDiscovery: trace.SpanKindClient, oidcrp.OpJWKS: trace.SpanKindClient,
-		oidcrp.OpRegistration: trace.SpanKindClient, oidcrp.OpRegistrationRead: trace.SpanKindClient,
-		oidcrp.OpRegistrationUpdate: trace.SpanKindClient, oidcrp.OpRegistrationDelete: trace.SpanKindClient,
-		oidcrp.OpTokenExchange: trace.SpanKindClient, oidcrp.OpRefresh: trace.SpanKindClient, oidcrp.OpUserInfo: trace.SpanKindClient,
-		oidcrp.OpLoginStart: trace.SpanKindInternal, oidcrp.OpLogin: trace.SpanKindInternal, oidcrp.OpLogout: trace.SpanKindInternal,
+	kinds := map[string]trace.SpanKind{
+		"discovery": trace.SpanKindClient, "jwks": trace.SpanKindClient,
+		"registration": trace.SpanKindClient, "registration_read": trace.SpanKindClient,
+		"registration_update": trace.SpanKindClient, "registration_delete": trace.SpanKindClient,
+		"token_exchange": trace.SpanKindClient, "refresh": trace.SpanKindClient, "userinfo": trace.SpanKindClient,
+		"login_start": trace.SpanKindInternal, "login": trace.SpanKindInternal, "logout": trace.SpanKindInternal,
 	}
 	for op, kind := range kinds {
 		ev := oidcrp.Event{Op: op, Issuer: "https://op.example", Tenant: "acme", ClientID: "c1"}
@@ -506,7 +506,7 @@ func TestHooks(t *testing.T) {
 	}
 
 	// A failure without a reason.
-	ev := oidcrp.Event{Op: oidcrp.OpRegistrationRead, Issuer: "https://op.example"}
+	ev := oidcrp.Event{Op: "registration_read", Issuer: "https://op.example"}
 	ctx := tr.Start(context.Background(), ev)
 	ev.Err = errors.New("HTTP 500")
 	tr.Exception(ctx, ev)
@@ -516,9 +516,9 @@ func TestHooks(t *testing.T) {
 	}
 
 	// Stop with the context of an enclosing operation leaves its span alone.
-	outer := oidcrp.Event{Op: oidcrp.OpLogin, Issuer: "https://op.example"}
+	outer := oidcrp.Event{Op: "login", Issuer: "https://op.example"}
 	octx := tr.Start(context.Background(), outer)
-	tr.Stop(octx, oidcrp.Event{Op: oidcrp.OpUserInfo, Issuer: "https://op.example"})
+	tr.Stop(octx, oidcrp.Event{Op: "userinfo", Issuer: "https://op.example"})
 	if !trace.SpanFromContext(octx).IsRecording() {
 		t.Error("Stop of userinfo ended the login span")
 	}
@@ -536,7 +536,7 @@ func TestHooks(t *testing.T) {
 		t.Errorf("oidcrp.operations{registration_read,error} = %d, want 1", n)
 	}
 	// A login failing without a reason is rejected, without a reason attribute.
-	ev = oidcrp.Event{Op: oidcrp.OpLogin, Issuer: "https://op.example", Err: errors.New("unavailable")}
+	ev = oidcrp.Event{Op: "login", Issuer: "https://op.example", Err: errors.New("unavailable")}
 	tr.Exception(tr.Start(context.Background(), ev), ev)
 	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
@@ -549,7 +549,7 @@ func TestHooks(t *testing.T) {
 // TestDefaults uses the global providers, which are no-ops unless set.
 func TestDefaults(t *testing.T) {
 	tr := oidcrpotel.New(oidcrpotel.Options{})
-	ev := oidcrp.Event{Op: oidcrp.OpDiscovery, Issuer: "https://op.example"}
+	ev := oidcrp.Event{Op: "discovery", Issuer: "https://op.example"}
 	ctx := tr.Start(context.Background(), ev)
 	tr.Stop(ctx, ev)
 	ev.Err = errors.New("x")
