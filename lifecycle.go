@@ -347,7 +347,7 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 		return &credentials{Issuer: l.cfg.Issuer, ClientID: l.cfg.ClientID, ClientSecret: l.cfg.ClientSecret, Metadata: l.cfg.Metadata}, time.Time{}, nil
 	}
 	if disc.RegistrationEndpoint == "" {
-		return nil, time.Time{}, ErrNoRegistration
+		return nil, time.Time{}, errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 	}
 	want, err := wantMetadata(l.cfg, disc)
 	if err != nil {

@@ -162,8 +162,6 @@ var (
 	ErrUnavailable = errors.New("oidcrp: provider unavailable")
 	// ErrIssuerMismatch means the discovery document names another issuer.
 	ErrIssuerMismatch = errors.New("oidcrp: discovered issuer does not match the configured issuer")
-	// ErrNoRegistration means the provider has no registration_endpoint and no ClientID is configured.
-	ErrNoRegistration = errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 )
 
 // RP is an OpenID Connect relying party. It is safe for concurrent use.

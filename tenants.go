@@ -241,13 +241,6 @@ func sameTenant(a, b Tenant) bool {
 	return a.Metadata == b.Metadata || fingerprint("", *a.Metadata) == fingerprint("", *b.Metadata)
 }
 
-// Resident returns how many tenants are in memory.
-func (t *Tenants) Resident() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.lru.Len()
-}
-
 // Status reports the registration state of every resident tenant.
 func (t *Tenants) Status() []Status {
 	t.mu.Lock()

@@ -195,7 +195,7 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 		if err := rp.Ready(ctx); err != nil {
 			t.Fatalf("tenant %d: %v", i, err)
 		}
-		if n := tenants.Resident(); n > 100 {
+		if n := len(tenants.Status()); n > 100 {
 			t.Fatalf("%d resident tenants, limit 100", n)
 		}
 	}
@@ -268,7 +268,7 @@ func TestTenantRemoveDecommissions(t *testing.T) {
 	if _, err := e.store.Load(context.Background(), "oidcrp:client:a:"+tn.Issuer); !errors.Is(err, ErrNotFound) {
 		t.Errorf("credentials still stored: %v", err)
 	}
-	if e.tenants.Resident() != 0 {
+	if len(e.tenants.Status()) != 0 {
 		t.Error("removed tenant still resident")
 	}
 }
