@@ -70,11 +70,6 @@ func NewFileStore(path string) *FileStore {
 	return &FileStore{path: path}
 }
 
-// String returns a description of the store naming its path, never its contents.
-func (s *FileStore) String() string {
-	return "FileStore(" + s.path + ")"
-}
-
 // Load returns the value stored under key, or ErrNotFound if the key or the
 // whole file is absent.
 func (s *FileStore) Load(ctx context.Context, key string) ([]byte, error) {

@@ -66,13 +66,6 @@ func TestStoreValueLimit(t *testing.T) {
 	}
 }
 
-func TestFileStoreString(t *testing.T) {
-	s := oidcrp.NewFileStore("/x/creds.json")
-	if got, want := s.String(), "FileStore(/x/creds.json)"; got != want {
-		t.Errorf("String() = %q, want %q", got, want)
-	}
-}
-
 func TestFileStoreNoIOUntilSave(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sub", "dir")
 	s := oidcrp.NewFileStore(filepath.Join(dir, "creds.json"))
