@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -137,8 +136,9 @@ var metadataFieldNames = func() map[string]bool {
 func isMetadataField(name string) bool { return metadataFieldNames[name] }
 
 // Secret is a string that never shows itself: formatted with any fmt verb,
-// logged with log/slog or encoded as JSON, it reads "[redacted]" (or "" when
-// empty). Convert it with string(s) to use it.
+// logged with log/slog (whose handlers use fmt or encoding/json) or encoded
+// as JSON, it reads "[redacted]" (or "" when empty). Convert it with
+// string(s) to use it.
 type Secret string
 
 const redacted = "[redacted]"
@@ -158,9 +158,6 @@ func (s Secret) Format(f fmt.State, verb rune) {
 	}
 	io.WriteString(f, s.redacted())
 }
-
-// LogValue redacts the secret in structured logs.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.redacted()) }
 
 // MarshalJSON encodes the secret redacted; stores use their own encoding.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.redacted()) }
