@@ -46,3 +46,16 @@ func TestProtectedResponsesNotStored(t *testing.T) {
 		t.Errorf("AllowCaching: %d Cache-Control %q Vary %q", resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Values("Vary"))
 	}
 }
+
+// TestTenantProtectedResponsesNotStored: Tenants.Require does the same.
+func TestTenantProtectedResponsesNotStored(t *testing.T) {
+	e := newTenantEnv(t, "a")
+	if status, _ := e.login("/t/a/home"); status != http.StatusOK {
+		t.Fatalf("login: %d", status)
+	}
+	resp := e.get(e.app.URL + "/t/a/home")
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("Vary") != "Cookie" {
+		t.Errorf("tenant's protected response: %d Cache-Control %q Vary %q", resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Values("Vary"))
+	}
+}
