@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"math"
 	"net/http"
 	"strconv"
@@ -95,9 +94,7 @@ func (rp *RP) fail(w http.ResponseWriter, r *http.Request, status int, err error
 	msg, reason := publicMessage(status, err)
 	w.Header().Set("Cache-Control", "no-store")
 	if strings.Contains(r.Header.Get("Accept"), "text/html") {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(status)
-		_ = errorPage.Execute(w, map[string]any{"Status": status, "Title": http.StatusText(status), "Message": msg, "Reason": reason})
+		writePage(w, status, errorView(status, err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -125,11 +122,6 @@ func publicMessage(status int, err error) (msg, reason string) {
 	}
 	return http.StatusText(status), "server_error"
 }
-
-var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{{.Title}}</title></head>
-<body><h1>{{.Title}}</h1><p>{{.Message}}</p><p><a href="/">Continue</a></p><p><small>Reason: <code>{{.Reason}}</code></small></p></body></html>
-`))
 
 // unavailableError is a setup failure; it wraps ErrUnavailable and its cause.
 type unavailableError struct {

@@ -3,7 +3,6 @@ package oidcrp
 import (
 	"crypto/subtle"
 	"encoding/json"
-	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -35,7 +34,7 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 			rp.loggedOut(w, r, state)
 			return
 		}
-		page(w, http.StatusOK, "Sign out", rp.sessionUser(r) != nil, rp.cfg.LogoutPath)
+		writePage(w, http.StatusOK, signOutView(rp.sessionUser(r), rp.cfg.LogoutPath))
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		rp.fail(w, r, http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "logout takes GET or POST"})
@@ -122,7 +121,7 @@ func (rp *RP) loggedOut(w http.ResponseWriter, r *http.Request, state string) {
 		}
 		http.SetCookie(w, rp.cookie(logoutCookie, "", rp.cfg.LogoutPath, time.Time{}))
 	}
-	page(w, http.StatusOK, "Signed out", false, "")
+	writePage(w, http.StatusOK, signedOutView())
 }
 
 // sameOrigin reports whether a state-changing request comes from the
@@ -138,18 +137,4 @@ func sameOrigin(r *http.Request, appURL string) bool {
 	}
 	u, err := url.Parse(appURL)
 	return err == nil && origin == u.Scheme+"://"+u.Host
-}
-
-var logoutPage = template.Must(template.New("logout").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title></head>
-<body><h1>{{.Title}}</h1>
-{{if .Form}}<form method="post" action="{{.Action}}"><button type="submit">Sign out</button></form>
-{{else}}<p>You are signed out.</p><p><a href="/">Continue</a></p>{{end}}
-</body></html>
-`))
-
-func page(w http.ResponseWriter, status int, title string, form bool, action string) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	_ = logoutPage.Execute(w, map[string]any{"Title": title, "Form": form, "Action": action})
 }

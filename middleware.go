@@ -26,6 +26,11 @@ import (
 // that state) is completed wherever it arrives, with a warning naming the
 // paths, rather than treated as a page needing a login: a callback routed
 // to the wrong path cannot send the browser back and forth to the provider.
+//
+// Responses to signed-in users carry "Cache-Control: no-store" and
+// "Vary: Cookie", set before next is called (next may replace them), so that
+// neither shared caches nor the browser's history keep a user's pages after
+// sign-out; Config.AllowCaching turns this off.
 func (rp *RP) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rp.require(w, r, next) })
 }
@@ -35,6 +40,11 @@ func (rp *RP) require(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	if u := rp.user(w, r); u != nil {
+		if !rp.cfg.AllowCaching {
+			// Set before next runs, so that next may override them.
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Add("Vary", "Cookie")
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
 		return
 	}

@@ -244,7 +244,7 @@ func TestMisroutedCallbackNeverStartsALogin(t *testing.T) {
 	state := auth.Query().Get("state")
 	q := url.Values{"error": {"access_denied"}, "state": {state}, "iss": {e.op.Issuer()}}
 	w := e.walkGet(e.app.URL + "/auth/cb?" + q.Encode())
-	if w.status != http.StatusForbidden || !strings.Contains(w.body, "access_denied") || w.toProvider != 0 {
+	if w.status != http.StatusForbidden || !strings.Contains(w.body, "cancelled") || w.toProvider != 0 {
 		t.Fatalf("misrouted error response: %d after %d trips to the provider: %s", w.status, w.toProvider, w.body)
 	}
 }

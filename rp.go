@@ -123,6 +123,14 @@ type Config struct {
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
+	// AllowCaching, when true, leaves the caching headers of responses to
+	// signed-in users to the application. Default: [RP.Require] and
+	// [Tenants.Require] set "Cache-Control: no-store" and add
+	// "Vary: Cookie" before calling the protected handler (which may
+	// override them), so that after sign-out neither the browser's Back
+	// button nor a shared cache shows the user's pages.
+	AllowCaching bool
+
 	// LogoutPath is the path that ends the session, as the browser sees it
 	// (behind a proxy that rewrites paths, mount [RP.LogoutHandler] where
 	// the application receives it). Default: "/logout".

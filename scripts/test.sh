@@ -3,7 +3,8 @@
 # module, including the integration tests against a real OpenID Provider
 # (panva's oidc-provider, pinned in interop/package-lock.json).
 # Installs what is missing: Node.js and npm (apt-get, when root), npm packages,
-# and redis-server (apt-get), which it starts on a loopback port and stops.
+# redis-server (apt-get), which it starts on a loopback port and stops, and
+# Chromium for the browser tests (scripts/chromium.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,10 @@ if [ -z "${OIDCRP_REDIS_ADDR:-}" ]; then
   export "$redis_env"
   trap 'scripts/redis.sh stop' EXIT
 fi
+
+# Headless Chromium for the example's browser tests (installed when missing).
+OIDCRP_CHROMIUM=${OIDCRP_CHROMIUM:-$(scripts/chromium.sh)}   # plain assignment so set -e catches a failure
+export OIDCRP_CHROMIUM
 
 modules=$(git ls-files '*go.mod' 2>/dev/null | xargs -n1 dirname 2>/dev/null || echo .)
 [ -n "$modules" ] || modules=.
