@@ -41,7 +41,7 @@ func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
 func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		return http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "callback takes GET"}
+		return http.StatusMethodNotAllowed, refusal(ReasonBadRequest, "callback takes GET")
 	}
 	q := r.URL.Query()
 	f, err := rp.takeFlow(w, r, q.Get("state"))
@@ -56,14 +56,14 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 		return http.StatusBadRequest, err
 	}
 	if code := q.Get("error"); code != "" {
-		return http.StatusForbidden, &AuthError{Reason: ReasonProviderError, Code: truncate(code, 100), Description: truncate(q.Get("error_description"), 300)}
+		return http.StatusForbidden, &AuthError{Reason: ReasonProviderError, ErrorCode: truncate(code, 100), ErrorDescription: truncate(q.Get("error_description"), 300)}
 	}
 	if q.Get("code") == "" || len(q["code"]) != 1 {
-		return http.StatusBadRequest, &AuthError{Reason: ReasonBadRequest, Description: "no code in the authorization response"}
+		return http.StatusBadRequest, refusal(ReasonBadRequest, "no code in the authorization response")
 	}
 	if f.ClientID != c.creds.ClientID {
 		// The client was replaced while the browser was away; its code is for the old one.
-		return rp.restartLogin(w, r, f, &AuthError{Reason: ReasonInvalidClient, Description: "the client was replaced during the login"})
+		return rp.restartLogin(w, r, f, refusal(ReasonInvalidClient, "the client was replaced during the login"))
 	}
 	u, err := rp.complete(r.Context(), c, f, q.Get("code"))
 	if err != nil {
@@ -74,7 +74,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 		return statusOf(err), err
 	}
 	if err := rp.startSession(w, r, u, false); err != nil {
-		return http.StatusInternalServerError, &AuthError{Reason: ReasonSession, Err: err}
+		return http.StatusInternalServerError, fmt.Errorf("oidcrp: store the session: %w", err)
 	}
 	rp.log.Info("oidcrp: login completed", "sub", u.Subject, "client_id", c.creds.ClientID)
 	http.Redirect(w, r, rp.returnPath(r, f.ReturnTo), http.StatusSeeOther)
@@ -83,7 +83,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 
 // takeFlow finds, opens and deletes the cookie of the attempt named by state.
 func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*flow, error) {
-	bad := func(why string) error { return &AuthError{Reason: ReasonStateMismatch, Description: why} }
+	bad := func(why string) error { return refusal(ReasonStateMismatch, why) }
 	if len(state) != 43 {
 		return nil, bad("missing or malformed state")
 	}
@@ -112,7 +112,7 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 		return nil, bad("login attempt expired")
 	}
 	if f.Issuer != rp.cfg.Issuer {
-		return nil, &AuthError{Reason: ReasonIssuerMismatch, Description: "login was started with another issuer"}
+		return nil, refusal(ReasonIssuerMismatch, "login was started with another issuer")
 	}
 	return &f, nil
 }
@@ -123,9 +123,9 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 func (rp *RP) checkResponseIssuer(c *client, f *flow, iss string, present bool) error {
 	switch {
 	case present && iss != f.Issuer:
-		return &AuthError{Reason: ReasonIssuerMismatch, Description: fmt.Sprintf("authorization response from %q, expected %q", truncate(iss, 200), f.Issuer)}
+		return refusal(ReasonIssuerMismatch, fmt.Sprintf("authorization response from %q, expected %q", truncate(iss, 200), f.Issuer))
 	case !present && c.disc.AuthorizationResponseIssSupported:
-		return &AuthError{Reason: ReasonIssuerMismatch, Description: "authorization response lacks iss though the provider advertises it"}
+		return refusal(ReasonIssuerMismatch, "authorization response lacks iss though the provider advertises it")
 	}
 	return nil
 }
@@ -143,13 +143,13 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client") {
-			return nil, &AuthError{Reason: ReasonInvalidClient, Code: re.ErrorCode, Description: truncate(re.ErrorDescription, 300), Err: err}
+			return nil, &AuthError{Reason: ReasonInvalidClient, ErrorCode: re.ErrorCode, ErrorDescription: truncate(re.ErrorDescription, 300), Err: err}
 		}
 		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "token response has no id_token"}
+		return nil, refusal(ReasonInvalidIDToken, "token response has no id_token")
 	}
 	octx := c.context(ctx)
 	idt, err := c.verifier.Verify(octx, raw)
@@ -159,15 +159,15 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	// go-oidc checked signature, iss, aud and exp; the rest is ours (OIDC Core §3.1.3.7).
 	switch {
 	case subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(f.Nonce)) != 1:
-		return nil, &AuthError{Reason: ReasonNonceMismatch, Description: "ID token nonce does not match the login attempt"}
+		return nil, refusal(ReasonInvalidIDToken, "ID token nonce does not match the login attempt")
 	case idt.Subject == "" || len(idt.Subject) > 255:
-		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token has no valid sub"}
+		return nil, refusal(ReasonInvalidIDToken, "ID token has no valid sub")
 	case idt.IssuedAt.IsZero():
-		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token has no iat"}
+		return nil, refusal(ReasonInvalidIDToken, "ID token has no iat")
 	case idt.IssuedAt.After(rp.now().Add(maxIssuedAtSkew)):
-		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token was issued in the future (iat)"}
+		return nil, refusal(ReasonInvalidIDToken, "ID token was issued in the future (iat)")
 	case len(idt.Audience) != 1:
-		return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience)}
+		return nil, refusal(ReasonInvalidIDToken, fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience))
 	}
 	var claims map[string]any // the ID token's claims, decoded only when needed
 	var azp any
@@ -188,7 +188,7 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	if azp != nil {
 		// OIDC Core §3.1.3.7 (5): an azp, when present, must be this client.
 		if s, _ := azp.(string); s != c.creds.ClientID {
-			return nil, &AuthError{Reason: ReasonInvalidIDToken, Description: "ID token was issued to another authorized party (azp)"}
+			return nil, refusal(ReasonInvalidIDToken, "ID token was issued to another authorized party (azp)")
 		}
 	}
 	extras := map[string]any{} // userinfo claims the ID token lacks

@@ -11,45 +11,55 @@ import (
 	"time"
 )
 
+// Reason is the category of an [AuthError]. Its value is also the
+// "error" member of the default JSON error response and the reason reported
+// to a [Trace].
+type Reason string
+
 // Reasons an [AuthError] gives for a refused request or login.
 const (
-	ReasonLoginRequired  = "login_required"   // no session on a request that needs one
-	ReasonBadRequest     = "bad_request"      // malformed callback
-	ReasonStateMismatch  = "state_mismatch"   // unknown, expired, reused or forged state
-	ReasonIssuerMismatch = "iss_mismatch"     // RFC 9207 iss absent or wrong
-	ReasonProviderError  = "provider_error"   // the provider answered with error=…
-	ReasonInvalidClient  = "invalid_client"   // the provider rejected this client
-	ReasonTokenExchange  = "token_exchange"   // the code could not be exchanged
-	ReasonInvalidIDToken = "invalid_id_token" // signature, iss, aud, exp, iat or sub
-	ReasonNonceMismatch  = "nonce_mismatch"   // nonce absent or wrong
-	ReasonUserInfo       = "userinfo"         // userinfo failed or named another subject
-	ReasonSession        = "session"          // the session could not be stored
+	ReasonLoginRequired  Reason = "login_required"   // no session on a request that needs one
+	ReasonBadRequest     Reason = "bad_request"      // a malformed callback or logout request
+	ReasonStateMismatch  Reason = "state_mismatch"   // unknown, expired, reused or forged state
+	ReasonIssuerMismatch Reason = "iss_mismatch"     // RFC 9207 iss absent or wrong
+	ReasonProviderError  Reason = "provider_error"   // the provider answered with error=…
+	ReasonInvalidClient  Reason = "invalid_client"   // the provider rejected this client
+	ReasonTokenExchange  Reason = "token_exchange"   // the code could not be exchanged
+	ReasonInvalidIDToken Reason = "invalid_id_token" // signature, iss, aud, azp, exp, iat, sub or nonce
+	ReasonUserInfo       Reason = "userinfo"         // userinfo failed or named another subject
 )
 
-// AuthError is a refused request or login. Code, Description and URI carry
-// the provider's error response (RFC 6749 §4.1.2.1) when there was one.
+// AuthError is a refused request or login. ErrorCode and ErrorDescription
+// carry the provider's error response (RFC 6749 §4.1.2.1, §5.2) when there
+// was one, named as in x/oauth2's RetrieveError; Err says what else went
+// wrong.
 type AuthError struct {
-	Reason      string // one of the Reason… constants
-	Code        string // the provider's "error"
-	Description string
-	Err         error // the underlying failure, if any
+	Reason           Reason
+	ErrorCode        string // the provider's "error"
+	ErrorDescription string // the provider's "error_description"
+	Err              error  // the underlying failure, if any
 }
 
 // Error implements error.
 func (e *AuthError) Error() string {
 	var b strings.Builder
 	b.WriteString("oidcrp: ")
-	b.WriteString(e.Reason)
-	if e.Code != "" {
-		fmt.Fprintf(&b, ": %s", e.Code)
+	b.WriteString(string(e.Reason))
+	if e.ErrorCode != "" {
+		fmt.Fprintf(&b, ": %s", e.ErrorCode)
 	}
-	if e.Description != "" {
-		fmt.Fprintf(&b, ": %s", e.Description)
+	if e.ErrorDescription != "" {
+		fmt.Fprintf(&b, ": %s", e.ErrorDescription)
 	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
 	return b.String()
+}
+
+// refusal is an AuthError whose cause is described in words.
+func refusal(reason Reason, why string) *AuthError {
+	return &AuthError{Reason: reason, Err: errors.New(why)}
 }
 
 // Unwrap returns the underlying failure.
@@ -74,7 +84,7 @@ func (rp *RP) reject(w http.ResponseWriter, r *http.Request, status int, err err
 	reason := ""
 	var ae *AuthError
 	if errors.As(err, &ae) {
-		reason = ae.Reason
+		reason = string(ae.Reason)
 	}
 	rp.log.Warn("oidcrp: login rejected", "reason", reason, "err", err)
 	rp.fail(w, r, status, err)
@@ -107,12 +117,12 @@ func publicMessage(status int, err error) (msg, reason string) {
 	var ae *AuthError
 	switch {
 	case errors.As(err, &ae):
-		reason = ae.Reason
+		reason = string(ae.Reason)
 		switch ae.Reason {
 		case ReasonLoginRequired:
 			return "Sign-in required.", reason
 		case ReasonProviderError:
-			return "The identity provider refused the sign-in: " + ae.Code + ".", reason
+			return "The identity provider refused the sign-in: " + ae.ErrorCode + ".", reason
 		case ReasonStateMismatch:
 			return "This sign-in link is expired or was not started in this browser. Please sign in again.", reason
 		}

@@ -15,7 +15,7 @@ func TestIDTokenAzpAndIat(t *testing.T) {
 	cases := []struct {
 		name    string
 		hook    func(clock *fakeClock) func(c, h map[string]any)
-		reason  string        // "" when the login must complete
+		reason  Reason        // "" when the login must complete
 		advance time.Duration // of the shared clock, before the login
 	}{
 		{"azp of another client", func(*fakeClock) func(c, h map[string]any) {
@@ -61,7 +61,7 @@ func TestIDTokenAzpAndIat(t *testing.T) {
 				}
 				return
 			}
-			if status != 400 || !strings.Contains(body, tc.reason) {
+			if status != 400 || !strings.Contains(body, string(tc.reason)) {
 				t.Errorf("ended with %d %s, want 400 with reason %s", status, body, tc.reason)
 			}
 			if e.cookie("oidcrp") != nil {
@@ -70,7 +70,7 @@ func TestIDTokenAzpAndIat(t *testing.T) {
 			if e.handled.Load() != 0 {
 				t.Error("the protected handler ran")
 			}
-			if !strings.Contains(e.logs.String(), "reason="+tc.reason) {
+			if !strings.Contains(e.logs.String(), "reason="+string(tc.reason)) {
 				t.Errorf("no log line with reason=%s:\n%s", tc.reason, e.logs)
 			}
 		})
@@ -81,7 +81,7 @@ func TestIDTokenAzpAndIat(t *testing.T) {
 // claims for userinfo or a ClaimFilter.
 func TestIDTokenAzpWithoutUserInfo(t *testing.T) {
 	e := newEnv(t, devop.Options{IDToken: func(c, h map[string]any) { c["azp"] = "other-client" }}, Config{SkipUserInfo: true})
-	if status, body := e.attempt("/"); status != 400 || !strings.Contains(body, ReasonInvalidIDToken) {
+	if status, body := e.attempt("/"); status != 400 || !strings.Contains(body, string(ReasonInvalidIDToken)) {
 		t.Errorf("ended with %d %s, want 400 with reason %s", status, body, ReasonInvalidIDToken)
 	}
 	if e.op.Stats().UserInfo != 0 {

@@ -401,7 +401,7 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 		return nil, time.Time{}, err
 	}
 	if fresh.expiresWithin(l.now(), 0) {
-		return nil, time.Time{}, &RegistrationError{Reason: fmt.Sprintf("the provider issued a client secret that expired at %s", fresh.ClientSecretExpiresAt.UTC().Format(time.RFC3339))}
+		return nil, time.Time{}, &RegistrationError{Err: fmt.Errorf("the provider issued a client secret that expired at %s", fresh.ClientSecretExpiresAt.UTC().Format(time.RFC3339))}
 	}
 	if err := l.save(ctx, fresh); err != nil {
 		if errors.Is(err, ErrLockLost) {

@@ -25,7 +25,7 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
 		if !sameOrigin(r, rp.cfg.RedirectURL) {
-			rp.reject(w, r, http.StatusForbidden, &AuthError{Reason: ReasonBadRequest, Description: "cross-site logout refused"})
+			rp.reject(w, r, http.StatusForbidden, refusal(ReasonBadRequest, "cross-site logout refused"))
 			return
 		}
 		rp.logout(w, r)
@@ -37,7 +37,7 @@ func (rp *RP) handleLogout(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusOK, signOutView(rp.sessionUser(r), rp.cfg.LogoutPath))
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		rp.fail(w, r, http.StatusMethodNotAllowed, &AuthError{Reason: ReasonBadRequest, Description: "logout takes GET or POST"})
+		rp.fail(w, r, http.StatusMethodNotAllowed, refusal(ReasonBadRequest, "logout takes GET or POST"))
 	}
 }
 

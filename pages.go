@@ -74,13 +74,13 @@ func errorView(status int, err error) pageView {
 	v := pageView{Title: "Sign-in problem", Reason: reason, Link: &pageLink{home, "Try again"}}
 	var ae *AuthError
 	switch {
-	case errors.As(err, &ae) && ae.Reason == ReasonProviderError && ae.Code == "access_denied":
+	case errors.As(err, &ae) && ae.Reason == ReasonProviderError && ae.ErrorCode == "access_denied":
 		v.Title, v.Heading = "Sign-in cancelled", "Sign-in was cancelled"
 		v.Message = "The sign-in was cancelled at the identity provider, so you are not signed in."
 		v.Hint = "You can try again, or close this page."
 	case errors.As(err, &ae) && ae.Reason == ReasonProviderError:
 		v.Heading = "The identity provider did not sign you in"
-		v.Message = "It answered: " + ae.Code + "."
+		v.Message = "It answered: " + ae.ErrorCode + "."
 		v.Hint = "You can try again, or close this page."
 	case errors.As(err, &ae) && ae.Reason == ReasonLoginRequired:
 		v.Title, v.Heading = "Sign-in required", "Sign-in required"

@@ -75,7 +75,7 @@ func TestCancelledSignInPage(t *testing.T) {
 	cb := e.get(authz.Header.Get("Location"), "application/json")
 	var j map[string]string
 	if err := json.Unmarshal([]byte(readBody(t, cb)), &j); err != nil || cb.StatusCode != http.StatusForbidden ||
-		j["error"] != ReasonProviderError || cb.Header.Get("Content-Type") != "application/json" {
+		j["error"] != string(ReasonProviderError) || cb.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("API client: %d %v %v", cb.StatusCode, j, err)
 	}
 }
@@ -89,13 +89,13 @@ func TestErrorPageHeadings(t *testing.T) {
 		heading string
 		link    string
 	}{
-		{403, &AuthError{Reason: ReasonProviderError, Code: "access_denied"}, "Sign-in was cancelled", "Try again"},
-		{403, &AuthError{Reason: ReasonProviderError, Code: "<b>x</b>"}, "The identity provider did not sign you in", "Try again"},
+		{403, &AuthError{Reason: ReasonProviderError, ErrorCode: "access_denied"}, "Sign-in was cancelled", "Try again"},
+		{403, &AuthError{Reason: ReasonProviderError, ErrorCode: "<b>x</b>"}, "The identity provider did not sign you in", "Try again"},
 		{401, &AuthError{Reason: ReasonLoginRequired}, "Sign-in required", "Sign in"},
 		{400, &AuthError{Reason: ReasonStateMismatch}, "This sign-in has expired", "Sign in again"},
-		{400, &AuthError{Reason: ReasonNonceMismatch}, "Sign-in could not be completed", "Try again"},
+		{400, &AuthError{Reason: ReasonInvalidIDToken}, "Sign-in could not be completed", "Try again"},
 		{502, &AuthError{Reason: ReasonTokenExchange}, "Sign-in could not be completed", "Try again"},
-		{403, &AuthError{Reason: ReasonBadRequest, Description: "cross-site logout refused"}, "This request was refused", "Back to the application"},
+		{403, refusal(ReasonBadRequest, "cross-site logout refused"), "This request was refused", "Back to the application"},
 		{503, fmt.Errorf("%w: down", ErrUnavailable), "Sign-in is temporarily unavailable", "Try again"},
 		{500, io.EOF, "Something went wrong", "Back to the application"},
 	} {

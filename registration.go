@@ -264,8 +264,8 @@ func fingerprint(issuer string, m ClientMetadata) string {
 type RegistrationError struct {
 	StatusCode       int    // HTTP status, 0 if the failure was not an HTTP error status
 	ErrorCode        string // "error" member or WWW-Authenticate error, e.g. "invalid_redirect_uri"
-	ErrorDescription string
-	Reason           string // why the client refused an otherwise successful response
+	ErrorDescription string // "error_description" member
+	Err              error  // why the client refused an otherwise successful response, if it did
 }
 
 // Error implements error.
@@ -281,11 +281,14 @@ func (e *RegistrationError) Error() string {
 	if e.ErrorDescription != "" {
 		fmt.Fprintf(&b, ": %s", e.ErrorDescription)
 	}
-	if e.Reason != "" {
-		fmt.Fprintf(&b, ": %s", e.Reason)
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
 	}
 	return b.String()
 }
+
+// Unwrap returns why the client refused the response, if it did.
+func (e *RegistrationError) Unwrap() error { return e.Err }
 
 // clientInfo is a client information response (RFC 7591 §3.2.1, RFC 7592 §3).
 type clientInfo struct {
@@ -408,7 +411,7 @@ func (g registrar) do(ctx context.Context, method, endpoint, bearer string, body
 		return 0, nil, fmt.Errorf("oidcrp: registration %s: read response: %w", method, err)
 	}
 	if len(b) > maxResponseBytes {
-		return 0, nil, &RegistrationError{StatusCode: resp.StatusCode, Reason: "response larger than 1 MiB"}
+		return 0, nil, &RegistrationError{StatusCode: resp.StatusCode, Err: errors.New("response larger than 1 MiB")}
 	}
 	if resp.StatusCode == http.StatusUnauthorized && len(b) == 0 {
 		b = bearerErrorJSON(resp.Header.Get("WWW-Authenticate"))
@@ -446,7 +449,7 @@ func registrationFailure(status int, body []byte) error {
 // rotated secrets and tokens replace its values, others are kept.
 func (g registrar) credentials(issuer string, want ClientMetadata, prev *credentials, body []byte) (*credentials, error) {
 	refuse := func(format string, args ...any) error {
-		return &RegistrationError{Reason: fmt.Sprintf(format, args...)}
+		return &RegistrationError{Err: fmt.Errorf(format, args...)}
 	}
 	var info clientInfo
 	var meta metadataJSON

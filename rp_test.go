@@ -399,7 +399,7 @@ func TestNonBrowserGets401(t *testing.T) {
 		resp := e.get(e.app.URL+"/api", accept)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), ReasonLoginRequired) {
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), string(ReasonLoginRequired)) {
 			t.Errorf("Accept %q: %d %s, want 401 JSON", accept, resp.StatusCode, body)
 		}
 	}
@@ -431,7 +431,7 @@ func TestCallbackRejections(t *testing.T) {
 		name       string
 		opts       devop.Options
 		status     int
-		reason     string
+		reason     Reason
 		noUserInfo bool
 	}{
 		{"provider error", devop.Options{Authorize: func(v url.Values) { v.Del("code"); v.Set("error", "access_denied") }}, 403, ReasonProviderError, true},
@@ -439,8 +439,8 @@ func TestCallbackRejections(t *testing.T) {
 		{"iss missing though advertised", devop.Options{Authorize: func(v url.Values) { v.Del("iss") }}, 400, ReasonIssuerMismatch, true},
 		{"state altered", devop.Options{Authorize: func(v url.Values) { v.Set("state", alter(v.Get("state"))) }}, 400, ReasonStateMismatch, true},
 		{"state missing", devop.Options{Authorize: func(v url.Values) { v.Del("state") }}, 400, ReasonStateMismatch, true},
-		{"nonce mismatch", devop.Options{IDToken: func(c, h map[string]any) { c["nonce"] = "012345678" }}, 400, ReasonNonceMismatch, true},
-		{"nonce missing", devop.Options{IDToken: func(c, h map[string]any) { delete(c, "nonce") }}, 400, ReasonNonceMismatch, true},
+		{"nonce mismatch", devop.Options{IDToken: func(c, h map[string]any) { c["nonce"] = "012345678" }}, 400, ReasonInvalidIDToken, true},
+		{"nonce missing", devop.Options{IDToken: func(c, h map[string]any) { delete(c, "nonce") }}, 400, ReasonInvalidIDToken, true},
 		{"wrong aud", devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = "https://example.com/" }}, 400, ReasonInvalidIDToken, true},
 		{"extra aud", devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = []any{c["aud"], "other-client"} }}, 400, ReasonInvalidIDToken, true},
 		{"iss claim mismatch", devop.Options{IDToken: func(c, h map[string]any) { c["iss"] = "https://example.org/" }}, 400, ReasonInvalidIDToken, true},
@@ -471,7 +471,7 @@ func TestCallbackRejections(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.opts, Config{})
-			if status, body := e.attempt("/"); status != tc.status || !strings.Contains(body, tc.reason) {
+			if status, body := e.attempt("/"); status != tc.status || !strings.Contains(body, string(tc.reason)) {
 				t.Errorf("ended with %d %s, want %d with reason %s", status, body, tc.status, tc.reason)
 			}
 			if e.cookie("oidcrp") != nil {
@@ -483,7 +483,7 @@ func TestCallbackRejections(t *testing.T) {
 			if s := e.op.Stats(); tc.noUserInfo && s.UserInfo != 0 {
 				t.Errorf("userinfo was called after a rejected response: %+v", s)
 			}
-			if !strings.Contains(e.logs.String(), "reason="+tc.reason) {
+			if !strings.Contains(e.logs.String(), "reason="+string(tc.reason)) {
 				t.Errorf("no log line with reason=%s:\n%s", tc.reason, e.logs)
 			}
 		})

@@ -151,7 +151,7 @@ func TestTenantCallbackCannotCrossTenants(t *testing.T) {
 	resp = e.get(cb.String())
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), ReasonStateMismatch) {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), string(ReasonStateMismatch)) {
 		t.Fatalf("cross-tenant callback: %d %s", resp.StatusCode, body)
 	}
 	if e.ops["a"].Stats().Token+e.ops["b"].Stats().Token != 0 {

@@ -99,7 +99,7 @@ func (t *tracer) span(ctx context.Context, op, clientID string) (context.Context
 		ev.Err = err
 		var ae *AuthError
 		if errors.As(err, &ae) {
-			ev.Reason = ae.Reason
+			ev.Reason = string(ae.Reason)
 		}
 		t.log.Debug("oidcrp: operation failed", "op", op, "client_id", clientID, "duration", ev.Duration, "reason", ev.Reason, "err", err)
 		if tr != nil && tr.Exception != nil {

@@ -110,7 +110,7 @@ func TestTraceRejections(t *testing.T) {
 		{"provider error", devop.Options{Authorize: func(v url.Values) { v.Del("code"); v.Set("error", "access_denied") }},
 			[]string{"start:login", "exception:login:provider_error"}},
 		{"nonce", devop.Options{IDToken: func(c, h map[string]any) { c["nonce"] = "x" }},
-			[]string{"start:login", "start:token_exchange", "stop:token_exchange", "start:jwks", "stop:jwks", "exception:login:nonce_mismatch"}},
+			[]string{"start:login", "start:token_exchange", "stop:token_exchange", "start:jwks", "stop:jwks", "exception:login:invalid_id_token"}},
 		{"id token", devop.Options{IDToken: func(c, h map[string]any) { c["aud"] = "someone-else" }},
 			[]string{"start:login", "start:token_exchange", "stop:token_exchange", "start:jwks", "stop:jwks", "exception:login:invalid_id_token"}},
 		{"userinfo", devop.Options{UserInfo: func(c map[string]any) { c["sub"] = "other" }},

@@ -32,7 +32,7 @@
 // Internal. Spans carry the attributes oidc.issuer, oidc.tenant and
 // oidc.client_id (when known) and oidcrp.operation. A failed operation
 // records its error, has status Error and, when known, the attribute
-// oidcrp.reason, an [oidcrp.AuthError] reason such as "nonce_mismatch".
+// oidcrp.reason, an [oidcrp.AuthError] reason such as "state_mismatch".
 //
 // # Metrics
 //

@@ -388,7 +388,7 @@ func TestRejectedLogin(t *testing.T) {
 	if login.Status().Code != codes.Error {
 		t.Errorf("login status %v", login.Status())
 	}
-	if r := attrs(login)["oidcrp.reason"]; r != "nonce_mismatch" {
+	if r := attrs(login)["oidcrp.reason"]; r != "invalid_id_token" {
 		t.Errorf("oidcrp.reason %q", r)
 	}
 	if ev := login.Events(); len(ev) != 1 || ev[0].Name != "exception" {
@@ -399,17 +399,17 @@ func TestRejectedLogin(t *testing.T) {
 	}
 
 	rm := e.metrics()
-	rejected := []attribute.KeyValue{attribute.String("oidcrp.outcome", "rejected"), attribute.String("oidcrp.reason", "nonce_mismatch")}
+	rejected := []attribute.KeyValue{attribute.String("oidcrp.outcome", "rejected"), attribute.String("oidcrp.reason", "invalid_id_token")}
 	if n := sum(t, rm, "oidcrp.logins", rejected...); n != 1 {
-		t.Errorf("oidcrp.logins{rejected,nonce_mismatch} = %d, want 1", n)
+		t.Errorf("oidcrp.logins{rejected,invalid_id_token} = %d, want 1", n)
 	}
 	if n := sum(t, rm, "oidcrp.logins", attribute.String("oidcrp.outcome", "completed")); n != 0 {
 		t.Errorf("oidcrp.logins{completed} = %d, want 0", n)
 	}
 	if n := sum(t, rm, "oidcrp.operations",
 		attribute.String("oidcrp.operation", "login"), attribute.String("oidcrp.outcome", "error"),
-		attribute.String("oidcrp.reason", "nonce_mismatch"), attribute.String("oidc.issuer", issuer)); n != 1 {
-		t.Errorf("oidcrp.operations{login,error,nonce_mismatch} = %d, want 1", n)
+		attribute.String("oidcrp.reason", "invalid_id_token"), attribute.String("oidc.issuer", issuer)); n != 1 {
+		t.Errorf("oidcrp.operations{login,error,invalid_id_token} = %d, want 1", n)
 	}
 	if n := sum(t, rm, "oidcrp.operations", okAttrs(issuer, "token_exchange")...); n != 1 {
 		t.Errorf("oidcrp.operations{token_exchange,ok} = %d, want 1", n)
