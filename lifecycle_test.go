@@ -93,7 +93,7 @@ func TestFileStoreProcessesRegisterOnce(t *testing.T) {
 	if os.Getenv("OIDCRP_CHILD_ISSUER") != "" {
 		return // the child's work is in TestFileStoreChildProcess
 	}
-	op := devop.New(devop.Options{})
+	op := devop.New(devop.Options{SigningKey: providerKey(t)})
 	srv := httptest.NewServer(op) // plain HTTP on loopback: the children need no certificate
 	defer srv.Close()
 	op.SetIssuer(srv.URL)

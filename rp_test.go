@@ -3,6 +3,8 @@ package oidcrp
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -74,8 +76,47 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// testKeys are provider signing keys generated once per test binary:
+// generating an RSA-2048 key for every provider was most of the time these
+// tests took. See providerKey.
+var testKeys = sync.OnceValue(func() []*rsa.PrivateKey {
+	keys := make([]*rsa.PrivateKey, 3)
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				panic(err)
+			}
+			keys[i] = k
+		})
+	}
+	wg.Wait()
+	return keys
+})
+
+var providersOf sync.Map // testing.TB → *atomic.Int32: providers started by the test
+
+// providerKey returns the signing key for the next provider t starts: the
+// providers of one test have distinct keys, so that no token of one verifies
+// at another. Providers of different tests may share a key; they share
+// nothing else. Past the pool, nil: the provider generates its own.
+func providerKey(t testing.TB) *rsa.PrivateKey {
+	n, loaded := providersOf.LoadOrStore(t, new(atomic.Int32))
+	if !loaded {
+		t.Cleanup(func() { providersOf.Delete(t) })
+	}
+	if i := int(n.(*atomic.Int32).Add(1)) - 1; i < len(testKeys()) {
+		return testKeys()[i]
+	}
+	return nil
+}
+
 func newOP(t *testing.T, opts devop.Options) (*devop.Provider, *httptest.Server) {
 	t.Helper()
+	if opts.SigningKey == nil {
+		opts.SigningKey = providerKey(t)
+	}
 	op := devop.New(opts)
 	srv := httptest.NewTLSServer(op)
 	t.Cleanup(srv.Close)
@@ -426,7 +467,10 @@ func alter(s string) string {
 }
 
 func TestCallbackRejections(t *testing.T) {
-	foreign := devop.New(devop.Options{})
+	// The first provider of every test signs with testKeys()[0]: the forged
+	// token below names a kid the relying party finds in its provider's JWKS,
+	// and only the signature gives it away.
+	foreign := devop.New(devop.Options{SigningKey: testKeys()[0]})
 	cases := []struct {
 		name       string
 		opts       devop.Options
@@ -1002,7 +1046,7 @@ func FuzzCallback(f *testing.F) {
 	f.Add("error=access_denied&state=x", true)
 	f.Add("code=x&state=%00&iss=%ff", true)
 	f.Add("state="+strings.Repeat("A", 43)+"&code=1", true)
-	opts := devop.Options{AutoLogin: true}
+	opts := devop.Options{AutoLogin: true, SigningKey: providerKey(f)}
 	op := devop.New(opts)
 	opSrv := httptest.NewTLSServer(op)
 	defer opSrv.Close()

@@ -214,7 +214,7 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 }
 
 func TestTenantIssuerPolicyAndPrivateAddresses(t *testing.T) {
-	op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{})
+	op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{SigningKey: providerKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
