@@ -22,6 +22,7 @@ import (
 )
 
 func TestDecommission(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
@@ -43,6 +44,7 @@ func TestDecommission(t *testing.T) {
 }
 
 func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	old := e.rp.cur.Load().creds
@@ -64,6 +66,7 @@ func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
 }
 
 func TestPeriodicRegistrationCheck(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 3 * checkEvery}, Config{})
 	e.login("/")
 	e.op.ForgetClients()
@@ -90,6 +93,7 @@ func TestPeriodicRegistrationCheck(t *testing.T) {
 // TestFileStoreProcessesRegisterOnce runs 3 processes with 50 concurrent
 // first requests each, sharing one FileStore: one registration in all.
 func TestFileStoreProcessesRegisterOnce(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("OIDCRP_CHILD_ISSUER") != "" {
 		return // the child's work is in TestFileStoreChildProcess
 	}
@@ -162,6 +166,7 @@ func TestFileStoreChildProcess(t *testing.T) {
 // every read; their checks take turns and no one mistakes a rotated token
 // for a forgotten client.
 func TestReplicasRotatingTokensRegisterOnce(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
 	if err := e.rp.Ready(context.Background()); err != nil {
@@ -187,6 +192,7 @@ func TestReplicasRotatingTokensRegisterOnce(t *testing.T) {
 // TestExpiredSecretsDoNotStorm: a provider issuing secrets that have already
 // expired gets a bounded number of registrations, not one per request.
 func TestExpiredSecretsDoNotStorm(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{SecretLifetime: -time.Minute}, Config{})
 	for range 5 {
 		resp := e.get(e.app.URL+"/", html)
@@ -219,6 +225,7 @@ func (s *failingStore) Load(ctx context.Context, key string) ([]byte, error) {
 // TestStoreOutageAtRenewalKeepsWorkingSecret: when the store fails at
 // renewal time, logins go on with the secret that still works.
 func TestStoreOutageAtRenewalKeepsWorkingSecret(t *testing.T) {
+	t.Parallel()
 	store := &failingStore{MemoryStore: NewMemoryStore()}
 	e := newEnv(t, devop.Options{SecretLifetime: 20 * time.Minute}, Config{Store: store})
 	e.login("/")

@@ -341,6 +341,7 @@ func assertNoSecretsLogged(t *testing.T, e *testEnv) {
 }
 
 func TestLoginEndToEnd(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	if s := e.op.Stats(); s.Discovery+s.Registration != 0 {
 		t.Fatalf("New made requests: %+v", s)
@@ -435,6 +436,7 @@ func TestLoginEndToEnd(t *testing.T) {
 }
 
 func TestNonBrowserGets401(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	for _, accept := range []string{"", "application/json", "*/*"} {
 		resp := e.get(e.app.URL+"/api", accept)
@@ -467,6 +469,7 @@ func alter(s string) string {
 }
 
 func TestCallbackRejections(t *testing.T) {
+	t.Parallel()
 	// The first provider of every test signs with testKeys()[0]: the forged
 	// token below names a kid the relying party finds in its provider's JWKS,
 	// and only the signature gives it away.
@@ -514,6 +517,7 @@ func TestCallbackRejections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tc.opts, Config{})
 			if status, body := e.attempt("/"); status != tc.status || !strings.Contains(body, tc.reason) {
 				t.Errorf("ended with %d %s, want %d with reason %s", status, body, tc.status, tc.reason)
@@ -535,6 +539,7 @@ func TestCallbackRejections(t *testing.T) {
 }
 
 func TestReplayedCallbackRejected(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	hops := e.follow(e.get(e.app.URL+"/", html))
 	var callback string
@@ -552,6 +557,7 @@ func TestReplayedCallbackRejected(t *testing.T) {
 }
 
 func TestDiscoveryIssuerMismatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{Discovery: func(d map[string]any) { d["issuer"] = "https://example.com" }}, Config{})
 	resp := e.get(e.app.URL+"/", html)
 	body, _ := io.ReadAll(resp.Body)
@@ -572,6 +578,7 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 }
 
 func TestRegistrationFailures(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		opts devop.Options
@@ -595,6 +602,7 @@ func TestRegistrationFailures(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tc.opts, Config{})
 			resp := e.get(e.app.URL+"/", html)
 			resp.Body.Close()
@@ -619,6 +627,7 @@ func TestRegistrationFailures(t *testing.T) {
 }
 
 func TestInitialAccessToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{InitialAccessToken: "let-me-in"}, Config{InitialAccessToken: "let-me-in"})
 	if out := e.login("/"); out["sub"] != "demo-user" {
 		t.Fatalf("login: %v", out)
@@ -629,8 +638,10 @@ func TestInitialAccessToken(t *testing.T) {
 }
 
 func TestReplacedAuthMethodIsUsed(t *testing.T) {
+	t.Parallel()
 	for _, method := range []string{"client_secret_post", "none", "client_secret_basic"} {
 		t.Run(method, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, devop.Options{ForceAuthMethod: method}, Config{})
 			e.login("/")
 			form, hdr := e.op.LastTokenRequest()
@@ -654,6 +665,7 @@ func TestReplacedAuthMethodIsUsed(t *testing.T) {
 }
 
 func TestConcurrentFirstRequestsRegisterOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	var wg sync.WaitGroup
 	codes := make([]int, 100)
@@ -682,6 +694,7 @@ func TestConcurrentFirstRequestsRegisterOnce(t *testing.T) {
 }
 
 func TestRestartWithFileStoreReusesRegistration(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "state", "creds.json")
 	e := newEnv(t, devop.Options{}, Config{Store: NewFileStore(path)})
 	e.login("/")
@@ -710,6 +723,7 @@ func TestRestartWithFileStoreReusesRegistration(t *testing.T) {
 }
 
 func TestCorruptStoreFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	garbage := []byte("{not json")
 	os.WriteFile(path, garbage, 0o600)
@@ -732,6 +746,7 @@ func TestCorruptStoreFile(t *testing.T) {
 }
 
 func TestProviderDownThenUp(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	up := e.opSrv.Config.Handler
 	var down atomic.Bool
@@ -767,6 +782,7 @@ func TestProviderDownThenUp(t *testing.T) {
 }
 
 func TestLogout(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	old := e.cookie("oidcrp")
@@ -820,6 +836,7 @@ func TestLogout(t *testing.T) {
 }
 
 func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	good := e.cookie("oidcrp")
@@ -836,6 +853,7 @@ func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
 }
 
 func TestSessionExpiry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{})
 	e.login("/")
 	e.clock.Advance(11 * time.Minute)
@@ -847,6 +865,7 @@ func TestSessionExpiry(t *testing.T) {
 }
 
 func TestSecretRenewedBeforeExpiry(t *testing.T) {
+	t.Parallel()
 	// The provider's secrets live 4 s; the renewal margin is then half of
 	// that (RenewBefore is longer), so the second login, 2.2 s later, renews.
 	e := newEnv(t, devop.Options{SecretLifetime: 4 * time.Second}, Config{})
@@ -865,6 +884,7 @@ func TestSecretRenewedBeforeExpiry(t *testing.T) {
 }
 
 func TestConfigDriftUpdatesRegistration(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
@@ -882,6 +902,7 @@ func TestConfigDriftUpdatesRegistration(t *testing.T) {
 }
 
 func TestForgottenClientRegistersAgainAndReplaysLogin(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	e.browser.Jar, _ = cookiejar.New(nil)
@@ -905,6 +926,7 @@ func TestForgottenClientRegistersAgainAndReplaysLogin(t *testing.T) {
 }
 
 func TestForgottenClientDetectedOnNextLogin(t *testing.T) {
+	t.Parallel()
 	// The provider forgot the client before the authorization request: it
 	// shows its own error page, the browser never comes back. The next login
 	// of that browser checks the registration and registers anew.
@@ -929,6 +951,7 @@ func TestForgottenClientDetectedOnNextLogin(t *testing.T) {
 }
 
 func TestCredentialsRedacted(t *testing.T) {
+	t.Parallel()
 	c := Credentials{ClientID: "id", ClientSecret: "s3cr3t-value", RegistrationAccessToken: "rat-value"}
 	b, _ := json.Marshal(c)
 	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(b), fmt.Sprint(&c)} {
@@ -949,6 +972,7 @@ func TestCredentialsRedacted(t *testing.T) {
 }
 
 func TestClientMetadataJSON(t *testing.T) {
+	t.Parallel()
 	in := `{"redirect_uris":["https://a/cb"],"client_name":"x","client_name#ja":"エックス","default_max_age":60,
 		"require_auth_time":true,"jwks":{"keys":[]},"client_id":"abc","client_secret":"s","vendor_ext":{"a":1}}`
 	var m ClientMetadata
@@ -971,6 +995,7 @@ func TestClientMetadataJSON(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	good := Config{Issuer: "https://op.example", RedirectURL: "https://app.example/cb"}
 	for name, mod := range map[string]func(*Config){
 		"no issuer":        func(c *Config) { c.Issuer = "" },
@@ -997,6 +1022,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestSafeReturnTo(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"/a/b?c=d":             "/a/b?c=d",
 		"/":                    "/",
@@ -1087,6 +1113,7 @@ func FuzzCallback(f *testing.F) {
 // provider that rotates the registration access token on every RFC 7592
 // read: the token the provider now holds is the one stored.
 func TestRotatedRegistrationTokenPersisted(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
 	e.login("/")
@@ -1116,6 +1143,7 @@ func TestRotatedRegistrationTokenPersisted(t *testing.T) {
 // TestSessionCookieSize logs in with the fixture claim set (sub, iss, email,
 // name, 10 groups, exp) and checks the session cookie stays within 2 KB.
 func TestSessionCookieSize(t *testing.T) {
+	t.Parallel()
 	claims := benchClaims()
 	delete(claims, "exp")
 	delete(claims, "iss")
@@ -1134,6 +1162,7 @@ func TestSessionCookieSize(t *testing.T) {
 // TestColdStartThousandRequests sends 1,000 concurrent first requests: one
 // discovery and one registration serve them all.
 func TestColdStartThousandRequests(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	h := e.app.Config.Handler
 	var wg sync.WaitGroup
@@ -1158,9 +1187,11 @@ func TestColdStartThousandRequests(t *testing.T) {
 }
 
 func TestClaimFilterAndOversizedSessions(t *testing.T) {
+	t.Parallel()
 	big := map[string]any{"sub": "demo-user", "name": "Big", "blob": strings.Repeat("x", 6000), "groups": []any{"a", "b"}}
 
 	t.Run("filter", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, devop.Options{Claims: big}, Config{ClaimFilter: func(c map[string]any) { delete(c, "blob") }})
 		out := e.login("/")
 		claims := out["claims"].(map[string]any)
@@ -1169,6 +1200,7 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 	})
 	t.Run("too large without a filter", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, devop.Options{Claims: big}, Config{})
 		if status, _ := e.attempt("/"); status != http.StatusInternalServerError || e.cookie("oidcrp") != nil {
 			t.Errorf("oversized session: %d", status)
@@ -1178,6 +1210,7 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 	})
 	t.Run("server-side store", func(t *testing.T) {
+		t.Parallel()
 		store := sessions.NewFilesystemStore(t.TempDir(), []byte("0123456789abcdef0123456789abcdef"))
 		store.MaxLength(0)
 		e := newEnv(t, devop.Options{Claims: big}, Config{SessionStore: store})
@@ -1198,6 +1231,7 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 }
 
 func TestCookieValueMatchesNetHTTP(t *testing.T) {
+	t.Parallel()
 	for _, header := range []string{
 		"oidcrp=abc", "a=1; oidcrp=abc; b=2", "oidcrpx=no; oidcrp=yes", "xoidcrp=no", "oidcrp=", " oidcrp=v ;x=y",
 		"oidcrp=first; oidcrp=second", "", "oidcrp", "a=b;;oidcrp=c",
@@ -1218,6 +1252,7 @@ func TestCookieValueMatchesNetHTTP(t *testing.T) {
 // warm, a callback costs exactly one request to the provider (the token
 // exchange), plus userinfo unless skipped.
 func TestWarmCallbackMakesOneRequest(t *testing.T) {
+	t.Parallel()
 	for _, skip := range []bool{true, false} {
 		e := newEnv(t, devop.Options{}, Config{SkipUserInfo: skip})
 		e.login("/")
@@ -1238,6 +1273,7 @@ func TestWarmCallbackMakesOneRequest(t *testing.T) {
 }
 
 func TestPendingLoginCookiesBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	for i := range 10 {
 		resp := e.get(fmt.Sprintf("%s/page/%d", e.app.URL, i), html)
@@ -1265,6 +1301,7 @@ func TestPendingLoginCookiesBounded(t *testing.T) {
 // TestServerSideSessionNotFixated: a session identifier planted in the
 // browser is not reused for the session a login creates.
 func TestServerSideSessionNotFixated(t *testing.T) {
+	t.Parallel()
 	store := sessions.NewFilesystemStore(t.TempDir(), []byte("0123456789abcdef0123456789abcdef"))
 	e := newEnv(t, devop.Options{}, Config{SessionStore: store})
 	e.login("/") // the attacker's own session…
@@ -1281,6 +1318,7 @@ func TestServerSideSessionNotFixated(t *testing.T) {
 }
 
 func TestLoginHandler(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	if out := e.login("/signin?return_to=/reports%3Fq%3D1"); out["path"] != "/reports?q=1" {
 		t.Fatalf("LoginHandler returned to %v", out["path"])

@@ -95,6 +95,7 @@ func (e *tenantEnv) login(path string) (int, string) {
 }
 
 func TestTenantsLogInIndependently(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "b")
 	for _, id := range []string{"a", "b"} {
 		status, body := e.login("/t/" + id + "/home")
@@ -111,6 +112,7 @@ func TestTenantsLogInIndependently(t *testing.T) {
 }
 
 func TestTenantCookieRejectedAtOtherTenant(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "b")
 	e.login("/t/a/home")
 	app, _ := url.Parse(e.app.URL)
@@ -138,6 +140,7 @@ func TestTenantCookieRejectedAtOtherTenant(t *testing.T) {
 }
 
 func TestTenantCallbackCannotCrossTenants(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "b")
 	resp := e.get(e.app.URL + "/t/a/home") // login starts at a
 	resp.Body.Close()
@@ -160,6 +163,7 @@ func TestTenantCallbackCannotCrossTenants(t *testing.T) {
 }
 
 func TestTenantBrokenProviderIsolated(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "dead")
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
@@ -173,6 +177,7 @@ func TestTenantBrokenProviderIsolated(t *testing.T) {
 }
 
 func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
+	t.Parallel()
 	op, srv := newOP(t, devop.Options{})
 	tenants, err := NewTenants(TenantsConfig{
 		Resolve:     func(*http.Request) (Tenant, error) { return Tenant{}, errors.New("unused") },
@@ -214,6 +219,7 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 }
 
 func TestTenantIssuerPolicyAndPrivateAddresses(t *testing.T) {
+	t.Parallel()
 	op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{SigningKey: providerKey(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +262,7 @@ func TestTenantIssuerPolicyAndPrivateAddresses(t *testing.T) {
 }
 
 func TestTenantRemoveDecommissions(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a")
 	e.login("/t/a/home")
 	tn := Tenant{ID: "a", Issuer: e.ops["a"].Issuer(), RedirectURL: e.app.URL + "/t/a/callback", LogoutPath: "/t/a/logout"}
@@ -274,6 +281,7 @@ func TestTenantRemoveDecommissions(t *testing.T) {
 }
 
 func TestPublicAddress(t *testing.T) {
+	t.Parallel()
 	for addr, want := range map[string]bool{
 		"93.184.216.34": true, "2606:4700::1": true, "8.8.8.8": true,
 		"127.0.0.1": false, "10.0.0.1": false, "172.16.5.4": false, "192.168.1.1": false, "169.254.169.254": false,
@@ -299,6 +307,7 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 // TestProviderResponsesCapped: a provider streaming an endless userinfo
 // response fails the login instead of exhausting memory.
 func TestProviderResponsesCapped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	up := e.opSrv.Config.Handler
 	e.opSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
