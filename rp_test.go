@@ -3,14 +3,21 @@ package oidcrp
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -112,13 +119,49 @@ func providerKey(t testing.TB) *rsa.PrivateKey {
 	return nil
 }
 
+// testCert is a self-signed ECDSA certificate for 127.0.0.1, ::1 and
+// example.com, shared by the tests' TLS servers: with httptest's RSA
+// certificate, TLS handshakes were the largest cost left.
+var testCert = sync.OnceValue(func() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{Organization: []string{"oidcrp tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"example.com", "*.example.com", "localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+})
+
+// newTLSServer is httptest.NewTLSServer with testCert. The Client of any
+// such server trusts all of them, as with httptest's own certificate.
+func newTLSServer(h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{testCert()}}
+	srv.StartTLS()
+	return srv
+}
+
 func newOP(t *testing.T, opts devop.Options) (*devop.Provider, *httptest.Server) {
 	t.Helper()
 	if opts.SigningKey == nil {
 		opts.SigningKey = providerKey(t)
 	}
 	op := devop.New(opts)
-	srv := httptest.NewTLSServer(op)
+	srv := newTLSServer(op)
 	t.Cleanup(srv.Close)
 	op.SetIssuer(srv.URL)
 	return op, srv
@@ -135,8 +178,7 @@ func newEnv(t *testing.T, opts devop.Options, cfg Config) *testEnv {
 		opts.Now = e.clock.Now // the provider and the relying party share one clock
 	}
 	e.op, e.opSrv = newOP(t, opts)
-	e.app = httptest.NewUnstartedServer(nil)
-	e.app.StartTLS()
+	e.app = newTLSServer(nil)
 	t.Cleanup(e.app.Close)
 	e.rp = e.newRP(cfg)
 	e.app.Config.Handler = e.handler(e.rp)
@@ -1074,7 +1116,7 @@ func FuzzCallback(f *testing.F) {
 	f.Add("state="+strings.Repeat("A", 43)+"&code=1", true)
 	opts := devop.Options{AutoLogin: true, SigningKey: providerKey(f)}
 	op := devop.New(opts)
-	opSrv := httptest.NewTLSServer(op)
+	opSrv := newTLSServer(op)
 	defer opSrv.Close()
 	op.SetIssuer(opSrv.URL)
 	rp, err := New(Config{Issuer: op.Issuer(), RedirectURL: "https://app.example/cb", HTTPClient: opSrv.Client(),

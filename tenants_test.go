@@ -39,8 +39,7 @@ func newTenantEnv(t *testing.T, ids ...string) *tenantEnv {
 		e.ops[id] = op
 		client = srv.Client()
 	}
-	e.app = httptest.NewUnstartedServer(nil)
-	e.app.StartTLS()
+	e.app = newTLSServer(nil)
 	t.Cleanup(e.app.Close)
 	var err error
 	e.tenants, err = NewTenants(TenantsConfig{
