@@ -906,21 +906,32 @@ func TestSessionExpiry(t *testing.T) {
 	}
 }
 
+// TestSecretRenewedBeforeExpiry: the provider's secrets live 4 minutes,
+// less than RenewBefore (5 minutes by default), so they are renewed when
+// half their lifetime is left: not by a login 1 minute after registration,
+// but by one 2½ minutes after. Every clock involved (the relying party's,
+// its registrar's and the provider's) is the fake one.
 func TestSecretRenewedBeforeExpiry(t *testing.T) {
 	t.Parallel()
-	// The provider's secrets live 4 s; the renewal margin is then half of
-	// that (RenewBefore is longer), so the second login, 2.2 s later, renews.
-	e := newEnv(t, devop.Options{SecretLifetime: 4 * time.Second}, Config{})
+	e := newEnv(t, devop.Options{SecretLifetime: 4 * time.Minute}, Config{})
 	e.login("/")
 	first := e.op.Clients()[0]
-	time.Sleep(2200 * time.Millisecond)
+
+	e.clock.Advance(time.Minute)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	if s := e.op.Stats(); s.Registration != 1 || s.RegistrationRead+s.RegistrationUpdate != 0 {
+		t.Fatalf("stats %+v after 1 of 4 minutes: want the secret used as it is", s)
+	}
+
+	e.clock.Advance(90 * time.Second)
 	e.browser.Jar, _ = cookiejar.New(nil)
 	e.login("/")
 	s := e.op.Stats()
 	if s.Registration != 1 || s.RegistrationRead+s.RegistrationUpdate == 0 {
 		t.Fatalf("renewal stats %+v: want one registration and an RFC 7592 renewal", s)
 	}
-	if got := e.op.Clients()[0]; got.ID != first.ID || got.Secret == first.Secret {
+	if got := e.op.Clients()[0]; got.ID != first.ID || got.Secret == first.Secret || !got.SecretExpiresAt.After(first.SecretExpiresAt) {
 		t.Errorf("secret not renewed: %s\n%s", got.ID, e.logs)
 	}
 }
