@@ -73,13 +73,11 @@ func TestPeriodicRegistrationCheck(t *testing.T) {
 	e.clock.Advance(checkEvery + time.Second)
 	e.browser.Jar, _ = cookiejar.New(nil)
 	// This login starts with the forgotten client (the provider shows an
-	// error page) but triggers the periodic check in the background…
+	// error page) but triggers the periodic check in the background, which
+	// drops the client…
 	resp := e.get(e.app.URL+"/", html)
 	resp.Body.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.rp.Status().Ready && e.rp.cur.Load().renewAt.IsZero() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.logs.waitFor(t, "dropped a client the provider no longer knows", 10*time.Second)
 	// …so the next one registers anew and succeeds.
 	e.browser.Jar, _ = cookiejar.New(nil)
 	if out := e.login("/"); out["sub"] != "demo-user" {
