@@ -60,8 +60,9 @@ func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
 	if len(clients) != 1 || clients[0].ID == old.ClientID {
 		t.Fatalf("superseded client left at the provider: %+v", clients)
 	}
-	if list, _ := other.loadSuperseded(context.Background()); len(list) != 0 {
-		t.Errorf("%d superseded registrations still recorded", len(list))
+	// An empty list may be deleted from the store; a failing Load is no answer.
+	if list, err := other.loadSuperseded(context.Background()); (err != nil && !errors.Is(err, ErrNotFound)) || len(list) != 0 {
+		t.Errorf("%d superseded registrations still recorded (%v)", len(list), err)
 	}
 }
 

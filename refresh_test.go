@@ -178,6 +178,9 @@ func TestLogoutRevokesRefreshableSession(t *testing.T) {
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{KeepTokens: true})
 	e.login("/")
 	old := e.cookie("oidcrp")
+	if status := e.replay("/api", old); status != http.StatusOK {
+		t.Fatalf("the session cookie, replayed before logout: %d, want 200", status)
+	}
 	e.postLogout()
 	e.clock.Advance(11 * time.Minute)
 	// Someone else logs in and out, which prunes expired revocations.

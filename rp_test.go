@@ -858,6 +858,9 @@ func TestLogout(t *testing.T) {
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	old := e.cookie("oidcrp")
+	if status := e.replay("/", old); status != http.StatusOK {
+		t.Fatalf("the session cookie, replayed before logout: %d, want 200", status)
+	}
 
 	// GET shows a button only; it does not log out.
 	resp := e.get(e.app.URL+"/logout", html)
@@ -912,6 +915,9 @@ func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	good := e.cookie("oidcrp")
+	if status := e.replay("/", good); status != http.StatusOK {
+		t.Fatalf("untampered cookie: %d, want 200", status)
+	}
 	for name, value := range map[string]string{
 		"flipped":   good.Value[:20] + string(good.Value[20]^1) + good.Value[21:],
 		"truncated": good.Value[:30],
@@ -1171,6 +1177,9 @@ func FuzzCallback(f *testing.F) {
 	req.Header.Set("Accept", html)
 	rp.Require(http.NotFoundHandler()).ServeHTTP(start, req)
 	cookies := start.Result().Cookies()
+	if start.Code != http.StatusFound || len(cookies) == 0 || !strings.HasPrefix(cookies[0].Name, flowCookiePrefix) {
+		f.Fatalf("starting the login to pair with fuzzed parameters: %d, cookies %v", start.Code, cookies)
+	}
 	f.Fuzz(func(t *testing.T, query string, withCookie bool) {
 		req := httptest.NewRequest(http.MethodGet, "https://app.example/cb", nil)
 		req.URL.RawQuery = query
@@ -1306,6 +1315,9 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 		// Logout deletes the server-side session: the old cookie no longer works.
 		old := e.cookie("oidcrp")
+		if status := e.replay("/", old); status != http.StatusOK {
+			t.Fatalf("server-side session cookie, replayed before logout: %d, want 200", status)
+		}
 		e.postLogout()
 		if status := e.replay("/", old); status != http.StatusUnauthorized {
 			t.Errorf("server-side session replayed after logout: %d", status)
@@ -1364,6 +1376,10 @@ func TestPendingLoginCookiesBounded(t *testing.T) {
 		if resp.StatusCode != http.StatusFound {
 			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
 		}
+		auth, _ := url.Parse(resp.Header.Get("Location"))
+		if e.cookie(flowCookieName(auth.Query().Get("state"))) == nil {
+			t.Fatalf("attempt %d left no login cookie of its own", i)
+		}
 		n := 0
 		u, _ := url.Parse(e.app.URL)
 		for _, c := range e.browser.Jar.Cookies(u) {
@@ -1395,6 +1411,9 @@ func TestServerSideSessionNotFixated(t *testing.T) {
 	u, _ := url.Parse(e.app.URL)
 	e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: planted.Name, Value: planted.Value, Path: "/"}})
 	e.login("/")
+	if status := e.replay("/api", e.cookie("oidcrp")); status != http.StatusOK {
+		t.Fatalf("the victim's own session cookie: %d, want 200", status)
+	}
 	if status := e.replay("/api", planted); status != http.StatusUnauthorized {
 		t.Fatalf("the planted cookie opens the victim's session: %d", status)
 	}
