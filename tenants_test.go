@@ -177,11 +177,14 @@ func TestTenantBrokenProviderIsolated(t *testing.T) {
 
 func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 	t.Parallel()
+	// Ten times as many tenants as may stay resident; the first 50 are long
+	// evicted when they come back.
+	const tenantCount, maxResident = 300, 30
 	op, srv := newOP(t, devop.Options{})
 	tenants, err := NewTenants(TenantsConfig{
 		Resolve:     func(*http.Request) (Tenant, error) { return Tenant{}, errors.New("unused") },
 		AllowIssuer: func(string) bool { return true },
-		MaxResident: 100,
+		MaxResident: maxResident,
 		Base:        Config{HTTPClient: srv.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 	})
 	if err != nil {
@@ -191,7 +194,7 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 		return Tenant{ID: fmt.Sprintf("t%04d", i), Issuer: op.Issuer(), RedirectURL: fmt.Sprintf("https://t%04d.app.example/cb", i)}
 	}
 	ctx := context.Background()
-	for i := range 1000 {
+	for i := range tenantCount {
 		rp, err := tenants.For(tenant(i))
 		if err != nil {
 			t.Fatal(err)
@@ -199,12 +202,15 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 		if err := rp.Ready(ctx); err != nil {
 			t.Fatalf("tenant %d: %v", i, err)
 		}
-		if n := tenants.Resident(); n > 100 {
-			t.Fatalf("%d resident tenants, limit 100", n)
+		if n := tenants.Resident(); n > maxResident {
+			t.Fatalf("%d resident tenants, limit %d", n, maxResident)
 		}
 	}
-	if s := op.Stats(); s.Registration != 1000 {
-		t.Fatalf("%d registrations for 1000 tenants", s.Registration)
+	if s := op.Stats(); s.Registration != tenantCount {
+		t.Fatalf("%d registrations for %d tenants", s.Registration, tenantCount)
+	}
+	if n := tenants.Resident(); n != maxResident { // a bound met by keeping none would be no cache
+		t.Fatalf("%d resident tenants after %d, want the limit %d", n, tenantCount, maxResident)
 	}
 	for i := range 50 { // long evicted: they come back from the store
 		rp, _ := tenants.For(tenant(i))
@@ -212,7 +218,7 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s := op.Stats(); s.Registration != 1000 {
+	if s := op.Stats(); s.Registration != tenantCount {
 		t.Errorf("re-created tenants registered again: %d registrations", s.Registration)
 	}
 }
