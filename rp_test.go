@@ -117,7 +117,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // generating an RSA-2048 key for every provider was most of the time these
 // tests took. See providerKey.
 var testKeys = sync.OnceValue(func() []*rsa.PrivateKey {
-	keys := make([]*rsa.PrivateKey, 3)
+	keys := make([]*rsa.PrivateKey, 2) // no test starts more than two providers
 	var wg sync.WaitGroup
 	for i := range keys {
 		wg.Go(func() {
