@@ -29,6 +29,7 @@ func wantFileMode(t *testing.T, path string, want os.FileMode) {
 	}
 }
 
+// TestFileStoreModes is not parallel: the umask is process-wide.
 func TestFileStoreModes(t *testing.T) {
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
@@ -67,6 +68,7 @@ func TestFileStoreModes(t *testing.T) {
 }
 
 func TestFileStoreKeyLockName(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	unlock, err := NewFileStore(path).Lock(t.Context(), "https://op.example")
 	if err != nil {
@@ -80,6 +82,7 @@ func TestFileStoreKeyLockName(t *testing.T) {
 }
 
 func TestFileStoreUnreadable(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	s := NewFileStore(path)
 	if err := s.Save(t.Context(), "k", []byte("v")); err != nil {
@@ -102,6 +105,7 @@ func TestFileStoreUnreadable(t *testing.T) {
 }
 
 func TestFileStoreReadOnlyDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "creds.json")
 	s := NewFileStore(path)
@@ -129,6 +133,7 @@ func TestFileStoreReadOnlyDirectory(t *testing.T) {
 // in-process lock in front of it: two open file descriptions of one lock
 // file exclude each other even in the same process.
 func TestFlockExcludesWithinProcess(t *testing.T) {
+	t.Parallel()
 	name := filepath.Join(t.TempDir(), "lock")
 	unlock, err := flockFile(t.Context(), name)
 	if err != nil {
@@ -164,6 +169,7 @@ const (
 // TestFileStoreLockAcrossProcesses runs fileStoreHelperProcs copies of the test
 // binary, each running TestFileStoreHelperProcess on one store file.
 func TestFileStoreLockAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	if !flockSupported {
 		t.Skip("FileStore locks exclude only goroutines of one process here")
 	}

@@ -22,6 +22,7 @@ import (
 )
 
 func TestDecommission(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
@@ -43,6 +44,7 @@ func TestDecommission(t *testing.T) {
 }
 
 func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	old := e.rp.lc.cur.Load().creds
@@ -58,12 +60,14 @@ func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
 	if len(clients) != 1 || clients[0].ID == old.ClientID {
 		t.Fatalf("superseded client left at the provider: %+v", clients)
 	}
-	if list, _ := other.lc.loadSuperseded(context.Background()); len(list) != 0 {
-		t.Errorf("%d superseded registrations still recorded", len(list))
+	// An empty list may be deleted from the store; a failing Load is no answer.
+	if list, err := other.lc.loadSuperseded(context.Background()); (err != nil && !errors.Is(err, ErrNotFound)) || len(list) != 0 {
+		t.Errorf("%d superseded registrations still recorded (%v)", len(list), err)
 	}
 }
 
 func TestPeriodicRegistrationCheck(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	e.rp.lc.mu.Lock()
@@ -106,10 +110,11 @@ func TestPeriodicRegistrationCheck(t *testing.T) {
 // TestFileStoreProcessesRegisterOnce runs 3 processes with 50 concurrent
 // first requests each, sharing one FileStore: one registration in all.
 func TestFileStoreProcessesRegisterOnce(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("OIDCRP_CHILD_ISSUER") != "" {
 		return // the child's work is in TestFileStoreChildProcess
 	}
-	op := devop.New(devop.Options{})
+	op := devop.New(devop.Options{SigningKey: providerKey(t)})
 	srv := httptest.NewServer(op) // plain HTTP on loopback: the children need no certificate
 	defer srv.Close()
 	op.SetIssuer(srv.URL)
@@ -178,6 +183,7 @@ func TestFileStoreChildProcess(t *testing.T) {
 // every read; their checks take turns and no one mistakes a rotated token
 // for a forgotten client.
 func TestReplicasRotatingTokensRegisterOnce(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
 	if err := e.rp.Ready(context.Background()); err != nil {
@@ -203,6 +209,7 @@ func TestReplicasRotatingTokensRegisterOnce(t *testing.T) {
 // TestExpiredSecretsDoNotStorm: a provider issuing secrets that have already
 // expired gets a bounded number of registrations, not one per request.
 func TestExpiredSecretsDoNotStorm(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{SecretLifetime: -time.Minute}, Config{})
 	for range 5 {
 		resp := e.get(e.app.URL+"/", html)
@@ -235,6 +242,7 @@ func (s *failingStore) Load(ctx context.Context, key string) ([]byte, error) {
 // TestStoreOutageAtRenewalKeepsWorkingSecret: when the store fails at
 // renewal time, logins go on with the secret that still works.
 func TestStoreOutageAtRenewalKeepsWorkingSecret(t *testing.T) {
+	t.Parallel()
 	store := &failingStore{MemoryStore: NewMemoryStore()}
 	e := newEnv(t, devop.Options{SecretLifetime: 20 * time.Minute}, Config{Store: store})
 	e.login("/")

@@ -26,6 +26,7 @@ func (e *testEnv) apiGet(path string) (int, map[string]any, *http.Response) {
 }
 
 func TestKeepTokensRefreshesExpiredSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute, AccessTokenLifetime: 5 * time.Minute}, Config{KeepTokens: true})
 	first := e.login("/")
 	at1, _ := first["access_token"].(string)
@@ -52,6 +53,7 @@ func TestKeepTokensRefreshesExpiredSession(t *testing.T) {
 }
 
 func TestKeepTokensConcurrentRequestsRefreshOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{KeepTokens: true})
 	e.login("/")
 	old := e.cookie("oidcrp")
@@ -83,6 +85,7 @@ func TestKeepTokensConcurrentRequestsRefreshOnce(t *testing.T) {
 }
 
 func TestKeepTokensRefreshRefusedEndsSession(t *testing.T) {
+	t.Parallel()
 	cases := map[string]struct {
 		opts   devop.Options
 		before func(*devop.Provider)
@@ -111,6 +114,7 @@ func TestKeepTokensRefreshRefusedEndsSession(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tc.opts, Config{KeepTokens: true})
 			e.login("/")
 			tc.before(e.op)
@@ -130,6 +134,7 @@ func TestKeepTokensRefreshRefusedEndsSession(t *testing.T) {
 }
 
 func TestSessionLifetimeBoundsRefresh(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{KeepTokens: true, SessionLifetime: 30 * time.Minute})
 	e.login("/")
 	e.clock.Advance(11 * time.Minute)
@@ -145,6 +150,7 @@ func TestSessionLifetimeBoundsRefresh(t *testing.T) {
 // TestKeepTokensTransientFailureKeepsSession: a provider that cannot answer
 // a refresh does not end the session; the next request refreshes.
 func TestKeepTokensTransientFailureKeepsSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute, AccessTokenLifetime: 5 * time.Minute}, Config{KeepTokens: true})
 	e.login("/")
 	up := e.opSrv.Config.Handler
@@ -168,9 +174,13 @@ func TestKeepTokensTransientFailureKeepsSession(t *testing.T) {
 // refreshable session stays refused after its ID token would have expired
 // and after other logouts.
 func TestLogoutRevokesRefreshableSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{KeepTokens: true})
 	e.login("/")
 	old := e.cookie("oidcrp")
+	if status := e.replay("/api", old); status != http.StatusOK {
+		t.Fatalf("the session cookie, replayed before logout: %d, want 200", status)
+	}
 	e.postLogout()
 	e.clock.Advance(11 * time.Minute)
 	// Someone else logs in and out, which prunes expired revocations.

@@ -183,7 +183,7 @@ func TestMountBehindPathRewritingProxy(t *testing.T) {
 		explicit bool // the callback is routed to CallbackHandler
 	}{{"middleware only", false}, {"CallbackHandler", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			front := httptest.NewTLSServer(http.NotFoundHandler())
+			front := newTLSServer(http.NotFoundHandler())
 			t.Cleanup(front.Close)
 			e := newEnv(t, devop.Options{}, Config{})
 			e.rp = e.newRP(Config{RedirectURL: front.URL + "/app/auth/callback", LogoutPath: "/app/logout"})

@@ -3,12 +3,21 @@ package oidcrp
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -41,14 +50,44 @@ type testEnv struct {
 }
 
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed by the next Write, if a waiter made it
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor waits until the logs contain substr; t fails if they do not
+// within timeout.
+func (s *syncBuffer) waitFor(t *testing.T, substr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), substr) {
+			s.mu.Unlock()
+			return
+		}
+		if s.written == nil {
+			s.written = make(chan struct{})
+		}
+		written := s.written
+		s.mu.Unlock()
+		select {
+		case <-written:
+		case <-deadline.C:
+			t.Fatalf("no log line containing %q within %v; logs:\n%s", substr, timeout, s)
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {
@@ -74,10 +113,85 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// testKeys are provider signing keys generated once per test binary:
+// generating an RSA-2048 key for every provider was most of the time these
+// tests took. See providerKey.
+var testKeys = sync.OnceValue(func() []*rsa.PrivateKey {
+	keys := make([]*rsa.PrivateKey, 2) // no test starts more than two providers
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				panic(err)
+			}
+			keys[i] = k
+		})
+	}
+	wg.Wait()
+	return keys
+})
+
+var providersOf sync.Map // testing.TB → *atomic.Int32: providers started by the test
+
+// providerKey returns the signing key for the next provider t starts: the
+// providers of one test have distinct keys, so that no token of one verifies
+// at another. Providers of different tests may share a key; they share
+// nothing else. Past the pool, nil: the provider generates its own.
+func providerKey(t testing.TB) *rsa.PrivateKey {
+	n, loaded := providersOf.LoadOrStore(t, new(atomic.Int32))
+	if !loaded {
+		t.Cleanup(func() { providersOf.Delete(t) })
+	}
+	if i := int(n.(*atomic.Int32).Add(1)) - 1; i < len(testKeys()) {
+		return testKeys()[i]
+	}
+	return nil
+}
+
+// testCert is a self-signed ECDSA certificate for 127.0.0.1, ::1 and
+// example.com, shared by the tests' TLS servers: with httptest's RSA
+// certificate, TLS handshakes were the largest cost left.
+var testCert = sync.OnceValue(func() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{Organization: []string{"oidcrp tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"example.com", "*.example.com", "localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+})
+
+// newTLSServer is httptest.NewTLSServer with testCert. The Client of any
+// such server trusts all of them, as with httptest's own certificate.
+func newTLSServer(h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{testCert()}}
+	srv.StartTLS()
+	return srv
+}
+
 func newOP(t *testing.T, opts devop.Options) (*devop.Provider, *httptest.Server) {
 	t.Helper()
+	if opts.SigningKey == nil {
+		opts.SigningKey = providerKey(t)
+	}
 	op := devop.New(opts)
-	srv := httptest.NewTLSServer(op)
+	srv := newTLSServer(op)
 	t.Cleanup(srv.Close)
 	op.SetIssuer(srv.URL)
 	return op, srv
@@ -94,8 +208,7 @@ func newEnv(t *testing.T, opts devop.Options, cfg Config) *testEnv {
 		opts.Now = e.clock.Now // the provider and the relying party share one clock
 	}
 	e.op, e.opSrv = newOP(t, opts)
-	e.app = httptest.NewUnstartedServer(nil)
-	e.app.StartTLS()
+	e.app = newTLSServer(nil)
 	t.Cleanup(e.app.Close)
 	e.rp = e.newRP(cfg)
 	e.app.Config.Handler = e.handler(e.rp)
@@ -300,6 +413,7 @@ func assertNoSecretsLogged(t *testing.T, e *testEnv) {
 }
 
 func TestLoginEndToEnd(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	if s := e.op.Stats(); s.Discovery+s.Registration != 0 {
 		t.Fatalf("New made requests: %+v", s)
@@ -394,6 +508,7 @@ func TestLoginEndToEnd(t *testing.T) {
 }
 
 func TestNonBrowserGets401(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	for _, accept := range []string{"", "application/json", "*/*"} {
 		resp := e.get(e.app.URL+"/api", accept)
@@ -426,7 +541,11 @@ func alter(s string) string {
 }
 
 func TestCallbackRejections(t *testing.T) {
-	foreign := devop.New(devop.Options{})
+	t.Parallel()
+	// The first provider of every test signs with testKeys()[0]: the forged
+	// token below names a kid the relying party finds in its provider's JWKS,
+	// and only the signature gives it away.
+	foreign := devop.New(devop.Options{SigningKey: testKeys()[0]})
 	cases := []struct {
 		name       string
 		opts       devop.Options
@@ -470,6 +589,7 @@ func TestCallbackRejections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tc.opts, Config{})
 			if status, body := e.attempt("/"); status != tc.status || !strings.Contains(body, string(tc.reason)) {
 				t.Errorf("ended with %d %s, want %d with reason %s", status, body, tc.status, tc.reason)
@@ -491,6 +611,7 @@ func TestCallbackRejections(t *testing.T) {
 }
 
 func TestReplayedCallbackRejected(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	hops := e.follow(e.get(e.app.URL+"/", html))
 	var callback string
@@ -508,6 +629,7 @@ func TestReplayedCallbackRejected(t *testing.T) {
 }
 
 func TestDiscoveryIssuerMismatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{Discovery: func(d map[string]any) { d["issuer"] = "https://example.com" }}, Config{})
 	resp := e.get(e.app.URL+"/", html)
 	body, _ := io.ReadAll(resp.Body)
@@ -528,6 +650,7 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 }
 
 func TestRegistrationFailures(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		opts devop.Options
@@ -551,6 +674,7 @@ func TestRegistrationFailures(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tc.opts, Config{})
 			resp := e.get(e.app.URL+"/", html)
 			resp.Body.Close()
@@ -575,6 +699,7 @@ func TestRegistrationFailures(t *testing.T) {
 }
 
 func TestInitialAccessToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{InitialAccessToken: "let-me-in"}, Config{InitialAccessToken: "let-me-in"})
 	if out := e.login("/"); out["sub"] != "demo-user" {
 		t.Fatalf("login: %v", out)
@@ -585,8 +710,10 @@ func TestInitialAccessToken(t *testing.T) {
 }
 
 func TestReplacedAuthMethodIsUsed(t *testing.T) {
+	t.Parallel()
 	for _, method := range []string{"client_secret_post", "none", "client_secret_basic"} {
 		t.Run(method, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, devop.Options{ForceAuthMethod: method}, Config{})
 			e.login("/")
 			form, hdr := e.op.LastTokenRequest()
@@ -610,6 +737,7 @@ func TestReplacedAuthMethodIsUsed(t *testing.T) {
 }
 
 func TestConcurrentFirstRequestsRegisterOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	var wg sync.WaitGroup
 	codes := make([]int, 100)
@@ -638,6 +766,7 @@ func TestConcurrentFirstRequestsRegisterOnce(t *testing.T) {
 }
 
 func TestRestartWithFileStoreReusesRegistration(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "state", "creds.json")
 	e := newEnv(t, devop.Options{}, Config{Store: NewFileStore(path)})
 	e.login("/")
@@ -666,6 +795,7 @@ func TestRestartWithFileStoreReusesRegistration(t *testing.T) {
 }
 
 func TestCorruptStoreFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	garbage := []byte("{not json")
 	os.WriteFile(path, garbage, 0o600)
@@ -688,6 +818,7 @@ func TestCorruptStoreFile(t *testing.T) {
 }
 
 func TestProviderDownThenUp(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	up := e.opSrv.Config.Handler
 	var down atomic.Bool
@@ -723,9 +854,13 @@ func TestProviderDownThenUp(t *testing.T) {
 }
 
 func TestLogout(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	old := e.cookie("oidcrp")
+	if status := e.replay("/", old); status != http.StatusOK {
+		t.Fatalf("the session cookie, replayed before logout: %d, want 200", status)
+	}
 
 	// GET shows a button only; it does not log out.
 	resp := e.get(e.app.URL+"/logout", html)
@@ -776,9 +911,13 @@ func TestLogout(t *testing.T) {
 }
 
 func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	good := e.cookie("oidcrp")
+	if status := e.replay("/", good); status != http.StatusOK {
+		t.Fatalf("untampered cookie: %d, want 200", status)
+	}
 	for name, value := range map[string]string{
 		"flipped":   good.Value[:20] + string(good.Value[20]^1) + good.Value[21:],
 		"truncated": good.Value[:30],
@@ -792,6 +931,7 @@ func TestTamperedSessionCookieMeansLoggedOut(t *testing.T) {
 }
 
 func TestSessionExpiry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute}, Config{})
 	e.login("/")
 	e.clock.Advance(11 * time.Minute)
@@ -802,25 +942,38 @@ func TestSessionExpiry(t *testing.T) {
 	}
 }
 
+// TestSecretRenewedBeforeExpiry: the provider's secrets live 4 minutes,
+// less than RenewBefore (5 minutes by default), so they are renewed when
+// half their lifetime is left: not by a login 1 minute after registration,
+// but by one 2½ minutes after. Every clock involved (the relying party's,
+// its registrar's and the provider's) is the fake one.
 func TestSecretRenewedBeforeExpiry(t *testing.T) {
-	// The provider's secrets live 4 s; the renewal margin is then half of
-	// that (RenewBefore is longer), so the second login, 2.2 s later, renews.
-	e := newEnv(t, devop.Options{SecretLifetime: 4 * time.Second}, Config{})
+	t.Parallel()
+	e := newEnv(t, devop.Options{SecretLifetime: 4 * time.Minute}, Config{})
 	e.login("/")
 	first := e.op.Clients()[0]
-	time.Sleep(2200 * time.Millisecond)
+
+	e.clock.Advance(time.Minute)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	if s := e.op.Stats(); s.Registration != 1 || s.RegistrationRead+s.RegistrationUpdate != 0 {
+		t.Fatalf("stats %+v after 1 of 4 minutes: want the secret used as it is", s)
+	}
+
+	e.clock.Advance(90 * time.Second)
 	e.browser.Jar, _ = cookiejar.New(nil)
 	e.login("/")
 	s := e.op.Stats()
 	if s.Registration != 1 || s.RegistrationRead+s.RegistrationUpdate == 0 {
 		t.Fatalf("renewal stats %+v: want one registration and an RFC 7592 renewal", s)
 	}
-	if got := e.op.Clients()[0]; got.ID != first.ID || got.Secret == first.Secret {
+	if got := e.op.Clients()[0]; got.ID != first.ID || got.Secret == first.Secret || !got.SecretExpiresAt.After(first.SecretExpiresAt) {
 		t.Errorf("secret not renewed: %s\n%s", got.ID, e.logs)
 	}
 }
 
 func TestConfigDriftUpdatesRegistration(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
@@ -838,6 +991,7 @@ func TestConfigDriftUpdatesRegistration(t *testing.T) {
 }
 
 func TestForgottenClientRegistersAgainAndReplaysLogin(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	e.login("/")
 	e.browser.Jar, _ = cookiejar.New(nil)
@@ -861,6 +1015,7 @@ func TestForgottenClientRegistersAgainAndReplaysLogin(t *testing.T) {
 }
 
 func TestForgottenClientDetectedOnNextLogin(t *testing.T) {
+	t.Parallel()
 	// The provider forgot the client before the authorization request: it
 	// shows its own error page, the browser never comes back. The next login
 	// of that browser checks the registration and registers anew.
@@ -885,6 +1040,7 @@ func TestForgottenClientDetectedOnNextLogin(t *testing.T) {
 }
 
 func TestCredentialsRedacted(t *testing.T) {
+	t.Parallel()
 	c := credentials{ClientID: "id", ClientSecret: "s3cr3t-value", RegistrationAccessToken: "rat-value"}
 	b, _ := json.Marshal(c)
 	for _, out := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(b), fmt.Sprint(&c)} {
@@ -905,6 +1061,7 @@ func TestCredentialsRedacted(t *testing.T) {
 }
 
 func TestClientMetadataJSON(t *testing.T) {
+	t.Parallel()
 	in := `{"redirect_uris":["https://a/cb"],"client_name":"x","client_name#ja":"エックス","default_max_age":60,
 		"require_auth_time":true,"jwks":{"keys":[]},"client_id":"abc","client_secret":"s","vendor_ext":{"a":1}}`
 	var m metadataJSON // the wire form of ClientMetadata
@@ -927,6 +1084,7 @@ func TestClientMetadataJSON(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
+	t.Parallel()
 	good := Config{Issuer: "https://op.example", RedirectURL: "https://app.example/cb"}
 	for name, mod := range map[string]func(*Config){
 		"no issuer":        func(c *Config) { c.Issuer = "" },
@@ -953,6 +1111,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestSafeReturnTo(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"/a/b?c=d":             "/a/b?c=d",
 		"/":                    "/",
@@ -1002,9 +1161,9 @@ func FuzzCallback(f *testing.F) {
 	f.Add("error=access_denied&state=x", true)
 	f.Add("code=x&state=%00&iss=%ff", true)
 	f.Add("state="+strings.Repeat("A", 43)+"&code=1", true)
-	opts := devop.Options{AutoLogin: true}
+	opts := devop.Options{AutoLogin: true, SigningKey: providerKey(f)}
 	op := devop.New(opts)
-	opSrv := httptest.NewTLSServer(op)
+	opSrv := newTLSServer(op)
 	defer opSrv.Close()
 	op.SetIssuer(opSrv.URL)
 	rp, err := New(Config{Issuer: op.Issuer(), RedirectURL: "https://app.example/cb", HTTPClient: opSrv.Client(),
@@ -1018,6 +1177,9 @@ func FuzzCallback(f *testing.F) {
 	req.Header.Set("Accept", html)
 	rp.Require(http.NotFoundHandler()).ServeHTTP(start, req)
 	cookies := start.Result().Cookies()
+	if start.Code != http.StatusFound || len(cookies) == 0 || !strings.HasPrefix(cookies[0].Name, flowCookiePrefix) {
+		f.Fatalf("starting the login to pair with fuzzed parameters: %d, cookies %v", start.Code, cookies)
+	}
 	f.Fuzz(func(t *testing.T, query string, withCookie bool) {
 		req := httptest.NewRequest(http.MethodGet, "https://app.example/cb", nil)
 		req.URL.RawQuery = query
@@ -1043,6 +1205,7 @@ func FuzzCallback(f *testing.F) {
 // provider that rotates the registration access token on every RFC 7592
 // read: the token the provider now holds is the one stored.
 func TestRotatedRegistrationTokenPersisted(t *testing.T) {
+	t.Parallel()
 	store := NewMemoryStore()
 	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
 	e.login("/")
@@ -1072,6 +1235,7 @@ func TestRotatedRegistrationTokenPersisted(t *testing.T) {
 // TestSessionCookieSize logs in with the fixture claim set (sub, iss, email,
 // name, 10 groups, exp) and checks the session cookie stays within 2 KB.
 func TestSessionCookieSize(t *testing.T) {
+	t.Parallel()
 	claims := benchClaims()
 	delete(claims, "exp")
 	delete(claims, "iss")
@@ -1090,6 +1254,7 @@ func TestSessionCookieSize(t *testing.T) {
 // TestColdStartThousandRequests sends 1,000 concurrent first requests: one
 // discovery and one registration serve them all.
 func TestColdStartThousandRequests(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	h := e.app.Config.Handler
 	var wg sync.WaitGroup
@@ -1114,9 +1279,11 @@ func TestColdStartThousandRequests(t *testing.T) {
 }
 
 func TestClaimFilterAndOversizedSessions(t *testing.T) {
+	t.Parallel()
 	big := map[string]any{"sub": "demo-user", "name": "Big", "blob": strings.Repeat("x", 6000), "groups": []any{"a", "b"}}
 
 	t.Run("filter", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, devop.Options{Claims: big}, Config{ClaimFilter: func(c map[string]any) { delete(c, "blob") }})
 		out := e.login("/")
 		claims := out["claims"].(map[string]any)
@@ -1125,6 +1292,7 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 	})
 	t.Run("too large without a filter", func(t *testing.T) {
+		t.Parallel()
 		e := newEnv(t, devop.Options{Claims: big}, Config{})
 		if status, _ := e.attempt("/"); status != http.StatusInternalServerError || e.cookie("oidcrp") != nil {
 			t.Errorf("oversized session: %d", status)
@@ -1134,6 +1302,7 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 	})
 	t.Run("server-side store", func(t *testing.T) {
+		t.Parallel()
 		store := sessions.NewFilesystemStore(t.TempDir(), []byte("0123456789abcdef0123456789abcdef"))
 		store.MaxLength(0)
 		e := newEnv(t, devop.Options{Claims: big}, Config{SessionStore: store})
@@ -1146,6 +1315,9 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 		}
 		// Logout deletes the server-side session: the old cookie no longer works.
 		old := e.cookie("oidcrp")
+		if status := e.replay("/", old); status != http.StatusOK {
+			t.Fatalf("server-side session cookie, replayed before logout: %d, want 200", status)
+		}
 		e.postLogout()
 		if status := e.replay("/", old); status != http.StatusUnauthorized {
 			t.Errorf("server-side session replayed after logout: %d", status)
@@ -1154,6 +1326,7 @@ func TestClaimFilterAndOversizedSessions(t *testing.T) {
 }
 
 func TestCookieValueMatchesNetHTTP(t *testing.T) {
+	t.Parallel()
 	for _, header := range []string{
 		"oidcrp=abc", "a=1; oidcrp=abc; b=2", "oidcrpx=no; oidcrp=yes", "xoidcrp=no", "oidcrp=", " oidcrp=v ;x=y",
 		"oidcrp=first; oidcrp=second", "", "oidcrp", "a=b;;oidcrp=c",
@@ -1174,6 +1347,7 @@ func TestCookieValueMatchesNetHTTP(t *testing.T) {
 // warm, a callback costs exactly one request to the provider (the token
 // exchange), plus userinfo unless skipped.
 func TestWarmCallbackMakesOneRequest(t *testing.T) {
+	t.Parallel()
 	for _, skip := range []bool{true, false} {
 		e := newEnv(t, devop.Options{}, Config{SkipUserInfo: skip})
 		e.login("/")
@@ -1194,12 +1368,17 @@ func TestWarmCallbackMakesOneRequest(t *testing.T) {
 }
 
 func TestPendingLoginCookiesBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	for i := range 10 {
 		resp := e.get(fmt.Sprintf("%s/page/%d", e.app.URL, i), html)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusFound {
 			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
+		}
+		auth, _ := url.Parse(resp.Header.Get("Location"))
+		if e.cookie(flowCookieName(auth.Query().Get("state"))) == nil {
+			t.Fatalf("attempt %d left no login cookie of its own", i)
 		}
 		n := 0
 		u, _ := url.Parse(e.app.URL)
@@ -1221,6 +1400,7 @@ func TestPendingLoginCookiesBounded(t *testing.T) {
 // TestServerSideSessionNotFixated: a session identifier planted in the
 // browser is not reused for the session a login creates.
 func TestServerSideSessionNotFixated(t *testing.T) {
+	t.Parallel()
 	store := sessions.NewFilesystemStore(t.TempDir(), []byte("0123456789abcdef0123456789abcdef"))
 	e := newEnv(t, devop.Options{}, Config{SessionStore: store})
 	e.login("/") // the attacker's own session…
@@ -1231,12 +1411,16 @@ func TestServerSideSessionNotFixated(t *testing.T) {
 	u, _ := url.Parse(e.app.URL)
 	e.browser.Jar.SetCookies(u, []*http.Cookie{{Name: planted.Name, Value: planted.Value, Path: "/"}})
 	e.login("/")
+	if status := e.replay("/api", e.cookie("oidcrp")); status != http.StatusOK {
+		t.Fatalf("the victim's own session cookie: %d, want 200", status)
+	}
 	if status := e.replay("/api", planted); status != http.StatusUnauthorized {
 		t.Fatalf("the planted cookie opens the victim's session: %d", status)
 	}
 }
 
 func TestLoginHandler(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	if out := e.login("/signin?return_to=/reports%3Fq%3D1"); out["path"] != "/reports?q=1" {
 		t.Fatalf("LoginHandler returned to %v", out["path"])

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,41 +17,73 @@ import (
 )
 
 func TestMemoryStore(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
 		return new(oidcrp.MemoryStore) // the zero value must be usable
 	})
 }
 
 func TestNewMemoryStore(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
 		return oidcrp.NewMemoryStore()
 	})
 }
 
 func TestFileStore(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
 		return oidcrp.NewFileStore(filepath.Join(t.TempDir(), "creds.json"))
 	})
 }
 
+// relativePathChildEnv marks the child process of TestFileStoreRelativePath.
+const relativePathChildEnv = "OIDCRP_RELATIVE_PATH_CHILD"
+
+// TestFileStoreRelativePath runs the store tests on relative paths. They
+// run in a child process started in a temporary directory: changing this
+// process's working directory would keep every other test waiting.
 func TestFileStoreRelativePath(t *testing.T) {
-	t.Chdir(t.TempDir())
-	storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
-		dir, err := os.MkdirTemp(".", "store-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return oidcrp.NewFileStore(filepath.Join(dir, "creds.json"))
-	})
+	if os.Getenv(relativePathChildEnv) != "" {
+		storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
+			dir, err := os.MkdirTemp(".", "store-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return oidcrp.NewFileStore(filepath.Join(dir, "creds.json"))
+		})
+		return
+	}
+	t.Parallel()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestFileStoreRelativePath$", "-test.count=1", "-test.v")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), relativePathChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child process: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: TestFileStoreRelativePath/")) {
+		t.Fatalf("the child process ran no store test:\n%s", out)
+	}
+	// The relative paths were resolved against the child's directory.
+	if dirs, _ := filepath.Glob(filepath.Join(cmd.Dir, "store-*", "creds.json")); len(dirs) == 0 {
+		t.Errorf("no store file under the child's working directory %s", cmd.Dir)
+	}
 }
 
 func TestStoreValueLimit(t *testing.T) {
+	t.Parallel()
 	stores := map[string]oidcrp.CredentialStore{
 		"MemoryStore": oidcrp.NewMemoryStore(),
 		"FileStore":   oidcrp.NewFileStore(filepath.Join(t.TempDir(), "creds.json")),
 	}
 	for name, s := range stores {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			if err := s.Save(t.Context(), "k", make([]byte, 1<<20)); err != nil {
 				t.Fatalf("Save of 1 MiB: %v", err)
 			}
@@ -67,6 +100,7 @@ func TestStoreValueLimit(t *testing.T) {
 }
 
 func TestFileStoreNoIOUntilSave(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "sub", "dir")
 	s := oidcrp.NewFileStore(filepath.Join(dir, "creds.json"))
 	if _, err := s.Load(t.Context(), "k"); !errors.Is(err, oidcrp.ErrNotFound) {
@@ -87,6 +121,7 @@ func TestFileStoreNoIOUntilSave(t *testing.T) {
 }
 
 func TestFileStorePersists(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	if err := oidcrp.NewFileStore(path).Save(t.Context(), "https://op.example", []byte("secret\x00\xff")); err != nil {
 		t.Fatalf("Save: %v", err)
@@ -98,6 +133,7 @@ func TestFileStorePersists(t *testing.T) {
 }
 
 func TestFileStoreFormat(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	s := oidcrp.NewFileStore(path)
 	if err := s.Save(t.Context(), "https://op.example", []byte("hello")); err != nil {
@@ -148,6 +184,7 @@ func fileStoreTempFiles(t *testing.T, dir string) []string {
 }
 
 func TestFileStoreNoTempFilesLeft(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := oidcrp.NewFileStore(filepath.Join(dir, "creds.json"))
 	for i := range 20 {
@@ -167,6 +204,7 @@ func TestFileStoreNoTempFilesLeft(t *testing.T) {
 }
 
 func TestFileStoreCorrupt(t *testing.T) {
+	t.Parallel()
 	docs := map[string]string{
 		"NotJSON":       "not json at all",
 		"Empty":         "",
@@ -181,6 +219,7 @@ func TestFileStoreCorrupt(t *testing.T) {
 	}
 	for name, doc := range docs {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			path := filepath.Join(dir, "creds.json")
 			if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
@@ -216,6 +255,7 @@ func TestFileStoreCorrupt(t *testing.T) {
 }
 
 func TestFileStoreCorruptErrorUnwrapsCause(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
@@ -240,6 +280,7 @@ func wantFileStoreFailure(t *testing.T, what string, err error, path string) {
 }
 
 func TestFileStorePathIsDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "creds.json")
 	if err := os.Mkdir(path, 0o700); err != nil {
@@ -259,6 +300,7 @@ func TestFileStorePathIsDirectory(t *testing.T) {
 }
 
 func TestFileStoreParentIsFile(t *testing.T) {
+	t.Parallel()
 	parent := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(parent, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -273,6 +315,7 @@ func TestFileStoreParentIsFile(t *testing.T) {
 }
 
 func TestFileStoreEmptyPath(t *testing.T) {
+	t.Parallel()
 	s := oidcrp.NewFileStore("")
 	if _, err := s.Load(t.Context(), "k"); err == nil || errors.Is(err, oidcrp.ErrNotFound) {
 		t.Errorf("Load = %v, want an error", err)
@@ -283,6 +326,7 @@ func TestFileStoreEmptyPath(t *testing.T) {
 }
 
 func TestFileStoreRejectsInvalidUTF8Key(t *testing.T) {
+	t.Parallel()
 	s := oidcrp.NewFileStore(filepath.Join(t.TempDir(), "creds.json"))
 	// encoding/json would turn both keys into "\uFFFD", merging them.
 	if err := s.Save(t.Context(), "\xff", []byte("v")); err == nil {
@@ -294,6 +338,7 @@ func TestFileStoreRejectsInvalidUTF8Key(t *testing.T) {
 }
 
 func TestFileStoreLockThenSave(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	s := oidcrp.NewFileStore(path)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -313,6 +358,7 @@ func TestFileStoreLockThenSave(t *testing.T) {
 }
 
 func TestFileStoreLockSharedByInstances(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "creds.json")
 	unlock, err := oidcrp.NewFileStore(path).Lock(t.Context(), "k")
 	if err != nil {

@@ -27,8 +27,7 @@ type hostTenantEnv struct {
 func newHostTenantEnv(t *testing.T, issuer func() string, client *http.Client, interval time.Duration) *hostTenantEnv {
 	t.Helper()
 	e := &hostTenantEnv{t: t, client: client, logs: &syncBuffer{}}
-	e.app = httptest.NewUnstartedServer(nil)
-	e.app.StartTLS()
+	e.app = newTLSServer(nil)
 	t.Cleanup(e.app.Close)
 	var err error
 	e.tenants, err = NewTenants(TenantsConfig{
@@ -106,7 +105,7 @@ func TestTenantHostSpellingsDoNotStorm(t *testing.T) {
 // fresh failure backoff that lets each rebuild make another provider request.
 func TestTenantRebuildKeepsBackoff(t *testing.T) {
 	var hits atomic.Int32
-	down := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	down := newTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		http.Error(w, "down", http.StatusInternalServerError)
 	}))

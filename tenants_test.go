@@ -39,8 +39,7 @@ func newTenantEnv(t *testing.T, ids ...string) *tenantEnv {
 		e.ops[id] = op
 		client = srv.Client()
 	}
-	e.app = httptest.NewUnstartedServer(nil)
-	e.app.StartTLS()
+	e.app = newTLSServer(nil)
 	t.Cleanup(e.app.Close)
 	var err error
 	e.tenants, err = NewTenants(TenantsConfig{
@@ -95,6 +94,7 @@ func (e *tenantEnv) login(path string) (int, string) {
 }
 
 func TestTenantsLogInIndependently(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "b")
 	for _, id := range []string{"a", "b"} {
 		status, body := e.login("/t/" + id + "/home")
@@ -111,6 +111,7 @@ func TestTenantsLogInIndependently(t *testing.T) {
 }
 
 func TestTenantCookieRejectedAtOtherTenant(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "b")
 	e.login("/t/a/home")
 	app, _ := url.Parse(e.app.URL)
@@ -138,6 +139,7 @@ func TestTenantCookieRejectedAtOtherTenant(t *testing.T) {
 }
 
 func TestTenantCallbackCannotCrossTenants(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "b")
 	resp := e.get(e.app.URL + "/t/a/home") // login starts at a
 	resp.Body.Close()
@@ -160,6 +162,7 @@ func TestTenantCallbackCannotCrossTenants(t *testing.T) {
 }
 
 func TestTenantBrokenProviderIsolated(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a", "dead")
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
@@ -173,11 +176,15 @@ func TestTenantBrokenProviderIsolated(t *testing.T) {
 }
 
 func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
+	t.Parallel()
+	// Ten times as many tenants as may stay resident; the first 50 are long
+	// evicted when they come back.
+	const tenantCount, maxResident = 300, 30
 	op, srv := newOP(t, devop.Options{})
 	tenants, err := NewTenants(TenantsConfig{
 		Resolve:     func(*http.Request) (Tenant, error) { return Tenant{}, errors.New("unused") },
 		AllowIssuer: func(string) bool { return true },
-		MaxResident: 100,
+		MaxResident: maxResident,
 		Base:        Config{HTTPClient: srv.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 	})
 	if err != nil {
@@ -187,7 +194,7 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 		return Tenant{ID: fmt.Sprintf("t%04d", i), Issuer: op.Issuer(), RedirectURL: fmt.Sprintf("https://t%04d.app.example/cb", i)}
 	}
 	ctx := context.Background()
-	for i := range 1000 {
+	for i := range tenantCount {
 		rp, err := tenants.For(tenant(i))
 		if err != nil {
 			t.Fatal(err)
@@ -195,12 +202,15 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 		if err := rp.Ready(ctx); err != nil {
 			t.Fatalf("tenant %d: %v", i, err)
 		}
-		if n := len(tenants.Status()); n > 100 {
-			t.Fatalf("%d resident tenants, limit 100", n)
+		if n := len(tenants.Status()); n > maxResident {
+			t.Fatalf("%d resident tenants, limit %d", n, maxResident)
 		}
 	}
-	if s := op.Stats(); s.Registration != 1000 {
-		t.Fatalf("%d registrations for 1000 tenants", s.Registration)
+	if s := op.Stats(); s.Registration != tenantCount {
+		t.Fatalf("%d registrations for %d tenants", s.Registration, tenantCount)
+	}
+	if n := len(tenants.Status()); n != maxResident { // a bound met by keeping none would be no cache
+		t.Fatalf("%d resident tenants after %d, want the limit %d", n, tenantCount, maxResident)
 	}
 	for i := range 50 { // long evicted: they come back from the store
 		rp, _ := tenants.For(tenant(i))
@@ -208,13 +218,14 @@ func TestTenantsBoundedAndReloadedWithoutReregistering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s := op.Stats(); s.Registration != 1000 {
+	if s := op.Stats(); s.Registration != tenantCount {
 		t.Errorf("re-created tenants registered again: %d registrations", s.Registration)
 	}
 }
 
 func TestTenantIssuerPolicyAndPrivateAddresses(t *testing.T) {
-	op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{})
+	t.Parallel()
+	op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{SigningKey: providerKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +267,7 @@ func TestTenantIssuerPolicyAndPrivateAddresses(t *testing.T) {
 }
 
 func TestTenantRemoveDecommissions(t *testing.T) {
+	t.Parallel()
 	e := newTenantEnv(t, "a")
 	e.login("/t/a/home")
 	tn := Tenant{ID: "a", Issuer: e.ops["a"].Issuer(), RedirectURL: e.app.URL + "/t/a/callback", LogoutPath: "/t/a/logout"}
@@ -274,6 +286,7 @@ func TestTenantRemoveDecommissions(t *testing.T) {
 }
 
 func TestPublicAddress(t *testing.T) {
+	t.Parallel()
 	for addr, want := range map[string]bool{
 		"93.184.216.34": true, "2606:4700::1": true, "8.8.8.8": true,
 		"127.0.0.1": false, "10.0.0.1": false, "172.16.5.4": false, "192.168.1.1": false, "169.254.169.254": false,
@@ -299,6 +312,7 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 // TestProviderResponsesCapped: a provider streaming an endless userinfo
 // response fails the login instead of exhausting memory.
 func TestProviderResponsesCapped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{}, Config{})
 	up := e.opSrv.Config.Handler
 	e.opSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

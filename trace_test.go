@@ -51,6 +51,7 @@ func (rec *recorder) take() []string {
 }
 
 func TestTraceLoginSequences(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	e := newEnv(t, devop.Options{}, Config{Trace: rec.trace()})
 	e.login("/")
@@ -98,6 +99,7 @@ func TestTraceLoginSequences(t *testing.T) {
 }
 
 func TestTraceRejections(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		opts devop.Options
@@ -121,6 +123,7 @@ func TestTraceRejections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			rec := &recorder{}
 			e := newEnv(t, tc.opts, Config{Trace: rec.trace()})
 			e.follow(e.get(e.app.URL+"/", html))
@@ -135,6 +138,7 @@ func TestTraceRejections(t *testing.T) {
 }
 
 func TestTraceInvalidClientAndRegistrationFailure(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	e := newEnv(t, devop.Options{Registration: func(st *int, b map[string]any) { *st = 400; clear(b); b["error"] = "invalid_client_metadata" }},
 		Config{Trace: rec.trace()})
@@ -172,6 +176,7 @@ func assertNoSecretsInEvents(t *testing.T, e *testEnv, rec *recorder) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, devop.Options{SecretLifetime: time.Hour}, Config{})
 	if s := e.rp.Status(); s.Ready || s.ClientID != "" || s.Issuer != e.op.Issuer() {
 		t.Errorf("before first use: %+v", s)
@@ -200,6 +205,7 @@ func TestStatus(t *testing.T) {
 // is rejected with reason invalid_client, the client replaced, and a new
 // login started.
 func TestTraceInvalidClient(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	e := newEnv(t, devop.Options{}, Config{Trace: rec.trace()})
 	e.login("/")

@@ -2,7 +2,9 @@ package devop
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -1010,6 +1012,42 @@ func TestKeys(t *testing.T) {
 	resp, b := e.getWith(e.hc, "/end_session?"+lq.Encode())
 	if resp.StatusCode != http.StatusFound {
 		t.Errorf("end_session with a retired-key hint: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestSigningKeyOption: a provider given a key publishes and signs with
+// exactly that key, under its thumbprint as kid.
+func TestSigningKeyOption(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, Options{SigningKey: priv}, "")
+	set := e.jwks()
+	if len(set.Keys) != 1 {
+		t.Fatalf("JWKS has %d keys", len(set.Keys))
+	}
+	pub, ok := set.Keys[0].Key.(*rsa.PublicKey)
+	if !ok || !pub.Equal(&priv.PublicKey) {
+		t.Fatalf("JWKS key %T is not the given key", set.Keys[0].Key)
+	}
+	tp, err := (&jose.JSONWebKey{Key: &priv.PublicKey}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := base64.RawURLEncoding.EncodeToString(tp); set.Keys[0].KeyID != want {
+		t.Errorf("kid %s, want the thumbprint %s", set.Keys[0].KeyID, want)
+	}
+	jws, err := jose.ParseSigned(e.p.SignJWT(map[string]any{"sub": "x"}, nil), []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jws.Verify(&priv.PublicKey); err != nil {
+		t.Errorf("a token does not verify with the given key: %v", err)
+	}
+	other := New(Options{SigningKey: priv})
+	if other.currentKey().kid != e.p.currentKey().kid {
+		t.Error("two providers given one key have different kids")
 	}
 }
 

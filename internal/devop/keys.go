@@ -31,6 +31,11 @@ func newSigningKey() *signingKey {
 	if err != nil {
 		panic("devop: generating RSA key: " + err.Error())
 	}
+	return signingKeyFor(priv)
+}
+
+// signingKeyFor returns priv with its RFC 7638 thumbprint as kid.
+func signingKeyFor(priv *rsa.PrivateKey) *signingKey {
 	jwk := jose.JSONWebKey{Key: &priv.PublicKey}
 	tp, err := jwk.Thumbprint(crypto.SHA256)
 	if err != nil {

@@ -40,6 +40,7 @@ package devop
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -123,6 +124,12 @@ type Options struct {
 	// Now, when set, is the provider's clock (tests share one with the
 	// relying party). Default: time.Now.
 	Now func() time.Time
+
+	// SigningKey, when set, is the initial RS256 signing key instead of a
+	// newly generated RSA-2048 key. Generating the key is most of the cost
+	// of New, so tests that start many providers pass keys generated once.
+	// [Provider.RotateKeys] still generates its replacement.
+	SigningKey *rsa.PrivateKey
 
 	// IDTokenLifetime is the lifetime of ID tokens (default 1h).
 	IDTokenLifetime time.Duration
@@ -230,8 +237,9 @@ type Provider struct {
 	lastTokenHeader http.Header
 }
 
-// New returns a provider configured by opts. It performs no I/O; it
-// generates an RSA-2048 signing key (RS256, with a kid). [Provider.SetIssuer]
+// New returns a provider configured by opts. It performs no I/O; unless
+// [Options.SigningKey] is set, it generates an RSA-2048 signing key (RS256,
+// with a kid). [Provider.SetIssuer]
 // must be called before the provider serves its first request.
 func New(opts Options) *Provider {
 	if opts.Now == nil {
@@ -261,10 +269,14 @@ func New(opts Options) *Provider {
 			user["sub"] = "demo-user"
 		}
 	}
+	key := newSigningKey
+	if opts.SigningKey != nil {
+		key = func() *signingKey { return signingKeyFor(opts.SigningKey) }
+	}
 	return &Provider{
 		opts:     opts,
 		user:     user,
-		key:      newSigningKey(),
+		key:      key(),
 		clients:  map[string]*client{},
 		codes:    map[string]*authCode{},
 		pending:  map[string]*authRequest{},
