@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,9 +42,7 @@ func (rp *RP) require(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	if u := rp.user(w, r); u != nil {
 		if !rp.cfg.AllowCaching {
-			// Set before next runs, so that next may override them.
-			w.Header().Set("Cache-Control", "no-store")
-			w.Header().Add("Vary", "Cookie")
+			noStore(w.Header()) // before next runs, so that next may override it
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
 		return
@@ -216,4 +215,22 @@ func safeReturnTo(target string) string {
 		return "/"
 	}
 	return target
+}
+
+// Shared header values: full slices (len == cap), so that a handler's Add
+// copies them rather than writing into them.
+var (
+	noStoreValue = []string{"no-store"}
+	varyCookie = []string{"Cookie"}
+)
+
+// noStore sets "Cache-Control: no-store" and adds "Vary: Cookie" without
+// allocating on the authenticated path.
+func noStore(h http.Header) {
+	h["Cache-Control"] = noStoreValue
+	if v, ok := h["Vary"]; !ok {
+		h["Vary"] = varyCookie
+	} else if !slices.Contains(v, "Cookie") {
+		h["Vary"] = append(v[:len(v):len(v)], "Cookie")
+	}
 }

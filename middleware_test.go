@@ -59,3 +59,25 @@ func TestTenantProtectedResponsesNotStored(t *testing.T) {
 		t.Errorf("tenant's protected response: %d Cache-Control %q Vary %q", resp.StatusCode, resp.Header.Get("Cache-Control"), resp.Header.Values("Vary"))
 	}
 }
+
+// TestNoStoreSharesNoWritableSlice: the shared header values are never
+// written through by a handler that adds to them, and an existing Vary is
+// kept.
+func TestNoStoreSharesNoWritableSlice(t *testing.T) {
+	t.Parallel()
+	h := http.Header{"Vary": {"Accept"}}
+	noStore(h)
+	h.Add("Cache-Control", "private")
+	if got := h.Values("Vary"); len(got) != 2 || got[0] != "Accept" || got[1] != "Cookie" {
+		t.Errorf("Vary %q, want Accept, Cookie", got)
+	}
+	again := http.Header{}
+	noStore(again)
+	if got := again.Values("Cache-Control"); len(got) != 1 || got[0] != "no-store" {
+		t.Errorf("a handler's Add changed the shared value: Cache-Control %q", got)
+	}
+	noStore(h)
+	if got := h.Values("Vary"); len(got) != 2 {
+		t.Errorf("Vary %q: Cookie added twice", got)
+	}
+}
