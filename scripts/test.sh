@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, vet, and `go test -race` for every
 # module, including the integration tests against a real OpenID Provider
-# (panva's oidc-provider, pinned in internal/interop/package-lock.json).
+# (panva's oidc-provider, pinned in internal/interop/package-lock.json), and
+# `go test` of the core module with the oldest Go release its go.mod allows.
 # Installs what is missing: Node.js and npm (apt-get, when root), npm packages,
 # and redis-server (apt-get), which it starts on a loopback port and stops.
 set -euo pipefail
@@ -48,4 +49,9 @@ for m in $modules; do
   (cd "$m" && go vet ./... && go test -race -count=1 -timeout 20m ./...) || status=1
 done
 
+# The core's go.mod promises that its go line's release builds it: test that
+# (the Go command downloads the toolchain from the module proxy if needed).
+oldest=go$(sed -n 's/^go //p' go.mod)
+echo "== module . with $oldest"
+GOTOOLCHAIN=$oldest go vet ./... && GOTOOLCHAIN=$oldest go test -count=1 -timeout 20m ./... || status=1
 exit $status
