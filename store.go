@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/oidcrp/oidcrp/internal/keyedmutex"
 )
 
 // ErrNotFound is returned by CredentialStore.Load when nothing is stored under the key.
@@ -91,7 +93,7 @@ type Locker interface {
 type MemoryStore struct {
 	mu      sync.RWMutex
 	entries map[string][]byte
-	locks   keyedMutex
+	locks   keyedmutex.Mutex
 }
 
 // NewMemoryStore returns an empty MemoryStore. It is equivalent to
@@ -146,7 +148,7 @@ func (s *MemoryStore) Delete(ctx context.Context, key string) error {
 // Lock takes the exclusive lock named key, waiting until it is free or ctx
 // is done. The lock excludes only other Lock callers on the same MemoryStore.
 func (s *MemoryStore) Lock(ctx context.Context, key string) (unlock func(), err error) {
-	unlock, err = s.locks.lock(ctx, key)
+	unlock, err = s.locks.Lock(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: memory store: lock %q: %w", key, err)
 	}
@@ -162,60 +164,10 @@ func checkValueSize(value []byte) error {
 	return nil
 }
 
-// keyedMutex is a set of mutexes named by strings. Unlike sync.Mutex, its
-// lock gives up when the context is done. The zero value is ready to use.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedLock
-}
+// keyedMutex gives FileStore (filestore.go) the lock method it calls on
+// keyedmutex.Mutex, which MemoryStore uses directly.
+type keyedMutex struct{ keyedmutex.Mutex }
 
-// keyedLock is one named mutex: a semaphore of capacity one and the number of
-// goroutines holding or waiting for it, so that unused entries are dropped.
-type keyedLock struct {
-	sem  chan struct{}
-	refs int
-}
-
-// lock waits until it holds the mutex named key and returns the function
-// that releases it, which is safe to call more than once. If ctx is done
-// first, lock returns ctx.Err().
 func (m *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	if m.locks == nil {
-		m.locks = make(map[string]*keyedLock)
-	}
-	l := m.locks[key]
-	if l == nil {
-		l = &keyedLock{sem: make(chan struct{}, 1)}
-		m.locks[key] = l
-	}
-	l.refs++
-	m.mu.Unlock()
-
-	select {
-	case l.sem <- struct{}{}:
-	case <-ctx.Done():
-		m.release(key, l)
-		return nil, ctx.Err()
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			<-l.sem
-			m.release(key, l)
-		})
-	}, nil
-}
-
-// release drops one reference to l and forgets it once nobody uses it.
-func (m *keyedMutex) release(key string, l *keyedLock) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l.refs--
-	if l.refs == 0 {
-		delete(m.locks, key)
-	}
+	return m.Lock(ctx, key)
 }

@@ -25,18 +25,27 @@ func start(t *testing.T, args ...string) string {
 	addr := l.Addr().String()
 	l.Close()
 	t.Setenv("ADDR", addr)
-	go func() { _ = run(args) }()
+	exited := make(chan error, 1)
+	go func() { exited <- run(args) }()
 	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(base + "/"); err == nil {
+	const wait = 20 * time.Second
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := http.Get(base + "/")
+		if err == nil {
 			resp.Body.Close()
 			return base
 		}
+		select {
+		case runErr := <-exited:
+			t.Fatalf("the example (args %q) exited before answering GET %s/: run returned %v", args, base, runErr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the example (args %q) did not answer GET %s/ within %v; last error: %v", args, base, wait, err)
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("example did not start")
-	return ""
 }
 
 // browser is a cookie-keeping client that follows redirects.

@@ -15,13 +15,16 @@ import (
 	"github.com/oidcrp/oidcrp"
 	"github.com/oidcrp/oidcrp/internal/devop"
 	oidcrpotel "github.com/oidcrp/oidcrp/otel"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // env is a provider and an application protected by an RP traced by
@@ -546,12 +549,56 @@ func TestHooks(t *testing.T) {
 	}
 }
 
-// TestDefaults uses the global providers, which are no-ops unless set.
+// TestDefaults checks that Options{} records to the global providers
+// registered with otel.SetTracerProvider and otel.SetMeterProvider, under the
+// package's instrumentation scope.
 func TestDefaults(t *testing.T) {
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	otel.SetTracerProvider(tp)
+	otel.SetMeterProvider(mp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(tracenoop.NewTracerProvider())
+		otel.SetMeterProvider(metricnoop.NewMeterProvider())
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+
 	tr := oidcrpotel.New(oidcrpotel.Options{})
 	ev := oidcrp.Event{Op: "discovery", Issuer: "https://op.example"}
 	ctx := tr.Start(context.Background(), ev)
 	tr.Stop(ctx, ev)
 	ev.Err = errors.New("x")
 	tr.Exception(tr.Start(context.Background(), ev), ev)
+
+	ended := sr.Ended()
+	if len(ended) != 2 {
+		t.Fatalf("the global tracer provider recorded %d spans, want 2", len(ended))
+	}
+	for i, s := range ended {
+		if s.Name() != "oidcrp.discovery" || s.InstrumentationScope().Name != "github.com/oidcrp/oidcrp/otel" {
+			t.Errorf("span %d: name %q, scope %q; want oidcrp.discovery from github.com/oidcrp/oidcrp/otel",
+				i, s.Name(), s.InstrumentationScope().Name)
+		}
+	}
+	if ended[0].Status().Code == codes.Error || ended[1].Status().Code != codes.Error {
+		t.Errorf("span statuses %v, %v; want unset then error", ended[0].Status(), ended[1].Status())
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	if len(rm.ScopeMetrics) != 1 || rm.ScopeMetrics[0].Scope.Name != "github.com/oidcrp/oidcrp/otel" {
+		t.Errorf("the global meter provider has scopes %+v, want only github.com/oidcrp/oidcrp/otel", rm.ScopeMetrics)
+	}
+	if n := sum(t, rm, "oidcrp.operations", okAttrs("https://op.example", "discovery")...); n != 1 {
+		t.Errorf("oidcrp.operations{discovery,ok} on the global meter provider = %d, want 1", n)
+	}
+	if n := sum(t, rm, "oidcrp.operations", attribute.String("oidcrp.operation", "discovery"),
+		attribute.String("oidcrp.outcome", "error"), attribute.String("oidc.issuer", "https://op.example")); n != 1 {
+		t.Errorf("oidcrp.operations{discovery,error} on the global meter provider = %d, want 1", n)
+	}
 }

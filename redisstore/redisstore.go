@@ -63,6 +63,7 @@ import (
 	"time"
 
 	"github.com/oidcrp/oidcrp"
+	"github.com/oidcrp/oidcrp/internal/keyedmutex"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -115,7 +116,7 @@ type Store struct {
 	ttl    time.Duration
 	poll   time.Duration
 
-	local keyedMutex // one Lock caller per key and Store talks to Redis
+	local keyedmutex.Mutex // one Lock caller per key and Store talks to Redis
 
 	mu     sync.Mutex
 	leases map[string]*lease // by store key: the lease this Store holds
@@ -239,7 +240,7 @@ func (s *Store) Lock(ctx context.Context, key string) (unlock func(), err error)
 	if err := s.check(ctx, "lock", key); err != nil {
 		return nil, err
 	}
-	unlockLocal, err := s.local.lock(ctx, key)
+	unlockLocal, err := s.local.Lock(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: redis store: lock %q: %w", key, err)
 	}
@@ -458,59 +459,3 @@ local function held()
   return false
 end
 `
-
-// keyedMutex is a set of mutexes named by strings whose lock gives up when
-// its context is done. The zero value is ready to use.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedLock
-}
-
-// keyedLock is one named mutex: a semaphore of capacity one and the number
-// of goroutines holding or waiting for it.
-type keyedLock struct {
-	sem  chan struct{}
-	refs int
-}
-
-// lock waits until it holds the mutex named key and returns the function
-// that releases it, or returns ctx.Err() if ctx is done first.
-func (m *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
-	m.mu.Lock()
-	if m.locks == nil {
-		m.locks = make(map[string]*keyedLock)
-	}
-	l := m.locks[key]
-	if l == nil {
-		l = &keyedLock{sem: make(chan struct{}, 1)}
-		m.locks[key] = l
-	}
-	l.refs++
-	m.mu.Unlock()
-
-	select {
-	case l.sem <- struct{}{}:
-		if err := ctx.Err(); err != nil { // both ready: prefer the context
-			<-l.sem
-			m.release(key, l)
-			return nil, err
-		}
-	case <-ctx.Done():
-		m.release(key, l)
-		return nil, ctx.Err()
-	}
-	return func() {
-		<-l.sem
-		m.release(key, l)
-	}, nil
-}
-
-// release drops one reference to l and forgets it once nobody uses it.
-func (m *keyedMutex) release(key string, l *keyedLock) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	l.refs--
-	if l.refs == 0 {
-		delete(m.locks, key)
-	}
-}

@@ -368,8 +368,7 @@ func TestReplicasCounter(t *testing.T) {
 				defer unlock()
 				n := holders.Add(1)
 				defer holders.Add(-1)
-				if n > maxHolders.Load() {
-					maxHolders.Store(n)
+				for m := maxHolders.Load(); n > m && !maxHolders.CompareAndSwap(m, n); m = maxHolders.Load() {
 				}
 				v := 0
 				b, err := s.Load(ctx, key)

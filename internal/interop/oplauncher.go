@@ -10,7 +10,6 @@ package interop
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -95,13 +94,15 @@ type OP struct {
 	logs lockedBuffer // stderr of every process started so far
 }
 
-// Start runs a provider for the duration of the test. Without node on PATH
-// the test is skipped, or fails when the CI environment variable is set.
+// Start runs a provider for the duration of the test. Without node on PATH,
+// or without the npm packages installed in Dir()/node_modules (see
+// RunHelp), the test is skipped, or fails when the CI environment variable
+// is set.
 func Start(t testing.TB, opts Options) *OP {
 	t.Helper()
 	dir := Dir()
 	requireNode(t)
-	ensureNodeModules(t, dir)
+	requireNodeModules(t, dir)
 
 	op := &OP{opts: opts, dir: dir, Port: opts.Port}
 	t.Cleanup(func() {
@@ -163,8 +164,8 @@ func (o Options) Args() []string {
 
 // Dir returns the directory that holds provider.mjs and package.json: the
 // OIDCRP_INTEROP_DIR environment variable if set, else the directory of this
-// source file, else the first interop/ directory found walking up from the
-// working directory.
+// source file, else the first internal/interop/ directory found walking up
+// from the working directory.
 func Dir() string {
 	if d := os.Getenv("OIDCRP_INTEROP_DIR"); d != "" {
 		return d
@@ -181,15 +182,15 @@ func Dir() string {
 			if has(d) {
 				return d
 			}
-			if has(filepath.Join(d, "interop")) {
-				return filepath.Join(d, "interop")
+			if has(filepath.Join(d, "internal", "interop")) {
+				return filepath.Join(d, "internal", "interop")
 			}
 			if filepath.Dir(d) == d {
 				break
 			}
 		}
 	}
-	return "interop"
+	return filepath.Join("internal", "interop")
 }
 
 type process struct {
@@ -306,7 +307,7 @@ func requireNode(t testing.TB) {
 	t.Helper()
 	missing := func(format string, args ...any) {
 		t.Helper()
-		msg := fmt.Sprintf(format, args...) + ": " + nodeHelp
+		msg := fmt.Sprintf(format, args...) + ": " + nodeHelp + "; then " + RunHelp
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)
 		}
@@ -334,50 +335,25 @@ func requireNode(t testing.TB) {
 	}
 }
 
-var installMu sync.Mutex
+// RunHelp says how to prepare and run the interop tests.
+const RunHelp = "run ./scripts/test.sh from the repository root, which installs them and runs every test, " +
+	"or install them once with `cd internal/interop && npm ci` and run `go test ./internal/interop/`"
 
-// ensureNodeModules runs `npm ci` when node_modules lacks oidc-provider. An
-// in-process mutex and a lock file keep parallel test binaries from
-// installing at the same time.
-func ensureNodeModules(t testing.TB, dir string) {
+// requireNodeModules skips the test (fails it under CI) unless oidc-provider
+// is installed in dir/node_modules. Tests never install it themselves: that
+// would make `go test ./...` download npm packages.
+func requireNodeModules(t testing.TB, dir string) {
 	t.Helper()
 	marker := filepath.Join(dir, "node_modules", "oidc-provider", "package.json")
-	installMu.Lock()
-	defer installMu.Unlock()
 	if _, err := os.Stat(marker); err == nil {
 		return
 	}
-
-	unlock, err := lockFile(filepath.Join(dir, ".npm-install.lock"))
-	if err != nil {
-		t.Fatalf("interop: locking %s: %v", dir, err)
+	msg := fmt.Sprintf("interop tests need the npm packages pinned in %s, which are not installed (no %s): %s",
+		filepath.Join(dir, "package-lock.json"), marker, RunHelp)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
 	}
-	defer unlock()
-	if _, err := os.Stat(marker); err == nil {
-		return // another process installed it meanwhile
-	}
-
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		msg := "npm not found on PATH: " + nodeHelp
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("interop: npm ci in %s: %v\n%s", dir, err, out.String())
-	}
-	if _, err := os.Stat(marker); err != nil {
-		t.Fatalf("interop: npm ci did not install oidc-provider: %v\n%s", err, out.String())
-	}
+	t.Skip(msg)
 }
 
 type lockedBuffer struct {

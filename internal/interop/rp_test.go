@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/oidcrp/oidcrp"
-	"github.com/oidcrp/oidcrp/interop"
+	"github.com/oidcrp/oidcrp/internal/interop"
 )
 
 const (
