@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/oidcrp/oidcrp/internal/keyedmutex"
 )
 
 // fileStoreVersion is the version of the document a FileStore writes and
@@ -29,7 +31,7 @@ type fileStoreDoc struct {
 // processLocks serializes FileStore locks within this process, keyed by the
 // absolute path of the lock file. Waiters queue here instead of polling the
 // OS lock, and on systems without flock it is the only lock there is.
-var processLocks keyedMutex
+var processLocks keyedmutex.Mutex
 
 // FileStore is a CredentialStore and Locker that keeps every key in one JSON
 // file, so that a program can reuse its registered clients across restarts
@@ -276,7 +278,7 @@ func lockFile(ctx context.Context, name string) (unlock func(), err error) {
 	if err != nil {
 		id = name
 	}
-	unlockProcess, err := processLocks.lock(ctx, id)
+	unlockProcess, err := processLocks.Lock(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -163,11 +163,3 @@ func checkValueSize(value []byte) error {
 	}
 	return nil
 }
-
-// keyedMutex gives FileStore (filestore.go) the lock method it calls on
-// keyedmutex.Mutex, which MemoryStore uses directly.
-type keyedMutex struct{ keyedmutex.Mutex }
-
-func (m *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
-	return m.Lock(ctx, key)
-}
