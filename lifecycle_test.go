@@ -23,7 +23,7 @@ import (
 
 func TestDecommission(t *testing.T) {
 	t.Parallel()
-	store := NewMemoryStore()
+	store := new(MemoryStore)
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
 	if err := e.rp.Decommission(context.Background()); err != nil {
@@ -51,7 +51,7 @@ func TestSupersededRegistrationsAreDeletedLater(t *testing.T) {
 	// Another application instance on its own store finds the old client
 	// recorded as superseded (its deletion had failed): its next
 	// registration deletes it.
-	other := e.newRP(Config{Store: NewMemoryStore()})
+	other := e.newRP(Config{Store: new(MemoryStore)})
 	other.lc.recordSuperseded(context.Background(), old)
 	if err := other.Ready(context.Background()); err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func TestFileStoreChildProcess(t *testing.T) {
 // for a forgotten client.
 func TestReplicasRotatingTokensRegisterOnce(t *testing.T) {
 	t.Parallel()
-	store := NewMemoryStore()
+	store := new(MemoryStore)
 	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
 	if err := e.rp.Ready(context.Background()); err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func (s *failingStore) Load(ctx context.Context, key string) ([]byte, error) {
 // renewal time, logins go on with the secret that still works.
 func TestStoreOutageAtRenewalKeepsWorkingSecret(t *testing.T) {
 	t.Parallel()
-	store := &failingStore{MemoryStore: NewMemoryStore()}
+	store := &failingStore{MemoryStore: new(MemoryStore)}
 	e := newEnv(t, devop.Options{SecretLifetime: 20 * time.Minute}, Config{Store: store})
 	e.login("/")
 	store.broken.Store(true)

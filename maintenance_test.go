@@ -11,7 +11,7 @@ import (
 // provider deletes the client it had registered at the previous one.
 func TestIssuerChangeDeletesPreviousClient(t *testing.T) {
 	t.Parallel()
-	store := NewMemoryStore()
+	store := new(MemoryStore)
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
 	old := e.rp.Status().ClientID
@@ -43,7 +43,7 @@ func TestMaintenanceDeletesSupersededClients(t *testing.T) {
 	if err := e.rp.Ready(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	other := e.newRP(Config{Store: NewMemoryStore()})
+	other := e.newRP(Config{Store: new(MemoryStore)})
 	if err := other.Ready(context.Background()); err != nil {
 		t.Fatal(err)
 	}

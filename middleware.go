@@ -221,7 +221,7 @@ func safeReturnTo(target string) string {
 // copies them rather than writing into them.
 var (
 	noStoreValue = []string{"no-store"}
-	varyCookie = []string{"Cookie"}
+	varyCookie   = []string{"Cookie"}
 )
 
 // noStore sets "Cache-Control: no-store" and adds "Vary: Cookie" without

@@ -71,7 +71,7 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 // still has it).
 func sameAuthentication(u *User, idt *oidc.IDToken) error {
 	bad := func(why string) error {
-		return refusal(ReasonInvalidIDToken, "refreshed ID token " + why)
+		return refusal(ReasonInvalidIDToken, "refreshed ID token "+why)
 	}
 	if idt.Subject != u.Subject || idt.Issuer != u.Issuer {
 		return bad("names another subject or issuer")

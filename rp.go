@@ -210,7 +210,7 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 		cfg.Scopes = append([]string{"openid"}, cfg.Scopes...)
 	}
 	if cfg.Store == nil {
-		cfg.Store = NewMemoryStore()
+		cfg.Store = new(MemoryStore)
 	}
 	if cfg.StoreKey == "" {
 		cfg.StoreKey = "oidcrp:client"

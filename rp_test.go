@@ -974,7 +974,7 @@ func TestSecretRenewedBeforeExpiry(t *testing.T) {
 
 func TestConfigDriftUpdatesRegistration(t *testing.T) {
 	t.Parallel()
-	store := NewMemoryStore()
+	store := new(MemoryStore)
 	e := newEnv(t, devop.Options{}, Config{Store: store})
 	e.login("/")
 	e.rp = e.newRP(Config{Store: store, Metadata: ClientMetadata{ClientName: "renamed"}})
@@ -1206,7 +1206,7 @@ func FuzzCallback(f *testing.F) {
 // read: the token the provider now holds is the one stored.
 func TestRotatedRegistrationTokenPersisted(t *testing.T) {
 	t.Parallel()
-	store := NewMemoryStore()
+	store := new(MemoryStore)
 	e := newEnv(t, devop.Options{RotateRegistrationToken: true}, Config{Store: store})
 	e.login("/")
 	for i := 0; i < 2; i++ { // two restarts, two reads

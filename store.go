@@ -96,12 +96,6 @@ type MemoryStore struct {
 	locks   keyedmutex.Mutex
 }
 
-// NewMemoryStore returns an empty MemoryStore. It is equivalent to
-// new(MemoryStore).
-func NewMemoryStore() *MemoryStore {
-	return new(MemoryStore)
-}
-
 // Load returns a copy of the value stored under key, or ErrNotFound.
 func (s *MemoryStore) Load(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {

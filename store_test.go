@@ -23,13 +23,6 @@ func TestMemoryStore(t *testing.T) {
 	})
 }
 
-func TestNewMemoryStore(t *testing.T) {
-	t.Parallel()
-	storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
-		return oidcrp.NewMemoryStore()
-	})
-}
-
 func TestFileStore(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) oidcrp.CredentialStore {
@@ -78,7 +71,7 @@ func TestFileStoreRelativePath(t *testing.T) {
 func TestStoreValueLimit(t *testing.T) {
 	t.Parallel()
 	stores := map[string]oidcrp.CredentialStore{
-		"MemoryStore": oidcrp.NewMemoryStore(),
+		"MemoryStore": new(oidcrp.MemoryStore),
 		"FileStore":   oidcrp.NewFileStore(filepath.Join(t.TempDir(), "creds.json")),
 	}
 	for name, s := range stores {

@@ -115,7 +115,7 @@ func NewTenants(cfg TenantsConfig) (*Tenants, error) {
 		cfg.ChangeInterval = 10 * time.Minute
 	}
 	if cfg.Base.Store == nil {
-		cfg.Base.Store = NewMemoryStore()
+		cfg.Base.Store = new(MemoryStore)
 	}
 	t := &Tenants{cfg: &cfg, resident: map[string]*list.Element{}, lru: list.New(), http: cfg.Base.HTTPClient, log: cfg.Base.Logger, now: time.Now}
 	if t.log == nil {

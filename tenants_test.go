@@ -32,7 +32,7 @@ type tenantEnv struct {
 
 func newTenantEnv(t *testing.T, ids ...string) *tenantEnv {
 	t.Helper()
-	e := &tenantEnv{t: t, ops: map[string]*devop.Provider{}, store: NewMemoryStore()}
+	e := &tenantEnv{t: t, ops: map[string]*devop.Provider{}, store: new(MemoryStore)}
 	var client *http.Client
 	for _, id := range ids {
 		op, srv := newOP(t, devop.Options{AutoLogin: true})

@@ -196,7 +196,7 @@ func tenantsApp(ids []string, startProvider func() (string, error), publicURL, i
 func credentialStore(spec string) (oidcrp.CredentialStore, error) {
 	switch {
 	case spec == "memory":
-		return oidcrp.NewMemoryStore(), nil
+		return new(oidcrp.MemoryStore), nil
 	case strings.HasPrefix(spec, "file:") && len(spec) > len("file:"):
 		return oidcrp.NewFileStore(strings.TrimPrefix(spec, "file:")), nil
 	case strings.HasPrefix(spec, "redis://") || strings.HasPrefix(spec, "rediss://"):

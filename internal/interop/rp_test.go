@@ -173,7 +173,7 @@ func newApp(t *testing.T, op *interop.OP, configure func(*oidcrp.Config)) *app {
 	a := &app{
 		t: t, op: op, disc: discover(t, op),
 		URL:   "http://" + srv.Listener.Addr().String(),
-		store: oidcrp.NewMemoryStore(),
+		store: new(oidcrp.MemoryStore),
 		logs:  &lockedBuffer{},
 		rec:   &recorder{base: http.DefaultTransport.(*http.Transport).Clone()},
 	}
@@ -1325,7 +1325,7 @@ func TestRPSharedStoreRotatedRegistrationToken(t *testing.T) {
 			t.Parallel()
 			op := interop.Start(t, interop.Options{KeepRegistrationAccessToken: keep})
 			disc := discover(t, op)
-			store := oidcrp.NewMemoryStore()
+			store := new(oidcrp.MemoryStore)
 			srv := httptest.NewUnstartedServer(nil)
 			appURL := "http://" + srv.Listener.Addr().String()
 			logs := &lockedBuffer{}
