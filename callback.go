@@ -68,7 +68,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	u, err := rp.complete(r.Context(), c, f, q.Get("code"))
 	if err != nil {
 		var ae *AuthError
-		if errors.As(err, &ae) && ae.Reason == ReasonInvalidClient && !f.Retried && rp.lc.rejected(r.Context(), c, true) {
+		if errors.As(err, &ae) && ae.Reason == ReasonInvalidClient && !f.Retried && rp.lc.rejected(r.Context(), c, ae) {
 			return rp.restartLogin(w, r, f, err)
 		}
 		return statusOf(err), err
@@ -76,6 +76,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	if err := rp.startSession(w, r, u, false); err != nil {
 		return http.StatusInternalServerError, fmt.Errorf("oidcrp: store the session: %w", err)
 	}
+	rp.unanswered.Store(0)
 	rp.log.Info("oidcrp: login completed", "sub", u.Subject, "client_id", c.creds.ClientID)
 	http.Redirect(w, r, rp.returnPath(r, f.ReturnTo), http.StatusSeeOther)
 	return 0, nil
@@ -137,15 +138,9 @@ const maxIssuedAtSkew = 5 * time.Minute
 
 // complete exchanges the code and builds the user from verified tokens.
 func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*User, error) {
-	xctx, end := rp.trace.span(ctx, opTokenExchange, c.creds.ClientID)
-	tok, err := c.oauth.Exchange(c.context(xctx), code, oauth2.VerifierOption(f.Verifier))
-	end(err)
+	tok, c, err := rp.exchange(ctx, c, code, f.Verifier)
 	if err != nil {
-		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client") {
-			return nil, &AuthError{Reason: ReasonInvalidClient, ErrorCode: re.ErrorCode, ErrorDescription: truncate(re.ErrorDescription, 300), Err: err}
-		}
-		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
+		return nil, err
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
@@ -233,6 +228,50 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	claims["iss"], claims["sub"] = idt.Issuer, idt.Subject
 	u.claims, _ = json.Marshal(claims)
 	return u, nil
+}
+
+// exchange redeems the code at the token endpoint. When the provider
+// refuses the client's form-encoded HTTP Basic credentials, it tries the
+// other ways of sending them before concluding anything about the client,
+// and settles on the one that works. It returns the client that succeeded.
+func (rp *RP) exchange(ctx context.Context, c *client, code, verifier string) (*oauth2.Token, *client, error) {
+	try := func(c *client) (*oauth2.Token, error) {
+		xctx, end := rp.trace.span(ctx, opTokenExchange, c.creds.ClientID)
+		tok, err := c.oauth.Exchange(c.context(xctx), code, oauth2.VerifierOption(verifier))
+		end(err)
+		return tok, err
+	}
+	tok, err := try(c)
+	if invalidClient(err) != nil {
+		for _, alt := range rp.lc.encodings(c) {
+			tok2, err2 := try(alt)
+			if err2 == nil {
+				rp.lc.settle(ctx, c, alt)
+				return tok2, alt, nil
+			}
+			if invalidClient(err2) == nil {
+				err = err2
+				break
+			}
+		}
+	}
+	if re := invalidClient(err); re != nil {
+		return nil, c, &AuthError{Reason: ReasonInvalidClient, ErrorCode: re.ErrorCode, ErrorDescription: truncate(re.ErrorDescription, 300), Err: err}
+	}
+	if err != nil {
+		return nil, c, &AuthError{Reason: ReasonTokenExchange, Err: err}
+	}
+	return tok, c, nil
+}
+
+// invalidClient returns the token endpoint's error when it refused the
+// client (RFC 6749 §5.2), and nil otherwise.
+func invalidClient(err error) *oauth2.RetrieveError {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && (re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client") {
+		return re
+	}
+	return nil
 }
 
 // restartLogin starts the attempt f again, once, after the provider rejected

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +25,10 @@ const (
 	cleanupTimeout  = 10 * time.Second // bounds deleting a superseded registration
 	renewRetry      = 30 * time.Second // next renewal attempt after one failed while the old secret still works
 	reregisterEvery = 30 * time.Second // at most one replacement of a rejected registration per period
-	verifyEvery     = 10 * time.Second // at most one check on suspicion that the provider forgot the client
+	verifyEvery     = 5 * time.Second  // at most one check on suspicion that the provider forgot the client
 	checkEvery      = time.Hour        // periodic maintenance while the client is in use
+	episode         = time.Hour        // refusals this close together are one episode
+	freshClient     = 5 * time.Minute  // a client registered this recently is fresh
 )
 
 // client is a ready client of the provider: its discovery document, the
@@ -191,8 +194,11 @@ func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, ren
 		}).NewProvider(oidc.ClientContext(context.Background(), l.http))
 	}
 	style := oauth2.AuthStyleInParams
-	if creds.authMethod() == "client_secret_basic" {
+	if creds.authMethod() == "client_secret_basic" && creds.AuthStyle != stylePost {
 		style = oauth2.AuthStyleInHeader
+	}
+	if creds.AuthStyle == styleRawBasic {
+		c.http = rawBasic(l.http, disc.TokenEndpoint)
 	}
 	c.oauth = &oauth2.Config{
 		ClientID:     creds.ClientID,
@@ -213,19 +219,65 @@ func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, ren
 	return c
 }
 
-// rejected reports that the provider rejected client c: confirmed when the
-// token endpoint answered invalid_client, suspected when a browser's earlier
-// login never came back (a provider shows its own error page to a browser
-// sent by a client it does not know). The lifecycle checks the registration
-// (on suspicion at most once per verifyEvery), adopts credentials a peer or
-// the provider rotated, and drops a forgotten client so that the next
-// request registers anew (on confirmation at most once per reregisterEvery).
-// It reports whether c was replaced, so that a login may be restarted.
-func (l *lifecycle) rejected(ctx context.Context, c *client, confirmed bool) bool {
+// encodings returns c with its secret sent the other ways a provider may
+// expect, to try when the token endpoint answered invalid_client to HTTP
+// Basic credentials that form-encoding changed: RFC 6749 §2.3.1 has both
+// sides form-encode them, and some providers do not decode. First raw HTTP
+// Basic, then the form body where the provider supports client_secret_post.
+// There is none when encoding changes nothing or the way is already settled.
+func (l *lifecycle) encodings(c *client) []*client {
+	cr := c.creds
+	if cr.authMethod() != "client_secret_basic" || cr.AuthStyle != "" ||
+		(url.QueryEscape(cr.ClientID) == cr.ClientID && url.QueryEscape(string(cr.ClientSecret)) == string(cr.ClientSecret)) {
+		return nil
+	}
+	var alts []*client
+	for _, style := range []string{styleRawBasic, stylePost} {
+		if style == stylePost && !slices.Contains(c.disc.TokenEndpointAuthMethodsSupported, "client_secret_post") {
+			continue
+		}
+		alt := *cr
+		alt.AuthStyle = style
+		alts = append(alts, l.build(c.disc, c, &alt, c.renewAt))
+	}
+	return alts
+}
+
+// settle makes the way alt sends c's secret the one in use, here and,
+// through the store, for every replica and restart.
+func (l *lifecycle) settle(ctx context.Context, c, alt *client) {
+	if !l.cur.CompareAndSwap(c, alt) {
+		return // replaced meanwhile
+	}
+	l.log.Warn("oidcrp: the token endpoint accepts the client secret only when it is sent another way than RFC 6749 §2.3.1 says; using that way from now on",
+		"client_id", alt.creds.ClientID, "auth_style", alt.creds.AuthStyle)
+	unlock := l.lockStore(ctx)
+	defer unlock()
+	stored, err := l.load(ctx)
+	if err != nil || stored == nil || stored.ClientID != alt.creds.ClientID || stored.ClientSecret != alt.creds.ClientSecret {
+		return // a configured client, or a peer changed the credentials
+	}
+	stored.AuthStyle = alt.creds.AuthStyle
+	if err := l.save(ctx, stored); err != nil {
+		l.log.Error("oidcrp: storing how the token endpoint takes the client secret failed", "client_id", stored.ClientID, "err", err)
+	}
+}
+
+// rejected reports that the provider rejected client c: with the token
+// endpoint's refusal as cause (invalid_client), or on suspicion (cause nil)
+// when logins never came back (a provider shows its own error page to a
+// browser sent by a client it does not know). The lifecycle checks the
+// registration (on suspicion at most once per verifyEvery), adopts
+// credentials a peer or the provider rotated, and drops a forgotten client so
+// that the next request registers anew (on a refusal at most once per
+// reregisterEvery, and once per episode for a client registered to replace
+// a refused one). It reports whether c was replaced, so that a login may be
+// restarted.
+func (l *lifecycle) rejected(ctx context.Context, c *client, cause error) bool {
 	if l.cfg.ClientID != "" {
 		return false // a client configured by hand cannot be replaced
 	}
-	if !confirmed {
+	if cause == nil {
 		if !l.checking.TryLock() {
 			return false // a check is under way
 		}
@@ -233,7 +285,7 @@ func (l *lifecycle) rejected(ctx context.Context, c *client, confirmed bool) boo
 		if l.cur.Load() != c || !l.due(&l.lastVerify, verifyEvery) {
 			return false
 		}
-		return l.check(ctx, c, false)
+		return l.check(ctx, c, nil)
 	}
 	l.checking.Lock()
 	defer l.checking.Unlock()
@@ -241,13 +293,13 @@ func (l *lifecycle) rejected(ctx context.Context, c *client, confirmed bool) boo
 		return cur != nil // already replaced
 	}
 	l.mu.Lock()
-	recent := l.now().Sub(l.lastRenewal) < reregisterEvery
+	last := l.lastRenewal
 	l.mu.Unlock()
-	if recent {
-		l.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID)
+	if l.now().Sub(last) < reregisterEvery {
+		l.log.Warn("oidcrp: client rejected again soon after its replacement; not registering again yet", "client_id", c.creds.ClientID, "err", cause)
 		return false
 	}
-	return l.check(ctx, c, true)
+	return l.check(ctx, c, cause)
 }
 
 // due reports whether at least every has passed since *last, and if so
@@ -264,20 +316,44 @@ func (l *lifecycle) due(last *time.Time, every time.Duration) bool {
 }
 
 // check asks the provider whether c's client still exists, adopts rotated
-// credentials and drops a forgotten client. A client the token endpoint
-// rejected that has no client configuration endpoint to ask counts as
-// forgotten. It reports whether c was replaced. The caller holds l.checking.
-func (l *lifecycle) check(ctx context.Context, c *client, rejected bool) bool {
+// credentials and drops a forgotten client. cause is the token endpoint's
+// refusal of c, if that is why it asks. Without a client configuration
+// endpoint (RFC 7592) to ask, a refused client counts as forgotten, unless
+// it was itself registered to replace a refused client within the episode
+// (an hour): that points at the provider or the client authentication, not
+// at a forgotten client, and refusals must not loop through registrations.
+// It reports whether c was replaced. The caller holds l.checking.
+func (l *lifecycle) check(ctx context.Context, c *client, cause error) bool {
 	refused := c.creds
-	if !rejected || c.creds.RegistrationClientURI != "" {
+	if cause == nil || c.creds.RegistrationClientURI != "" {
 		cur, alive := l.checkRegistration(ctx, c.disc, c.creds)
 		if alive {
 			if cur.ClientSecret != c.creds.ClientSecret || cur.RegistrationAccessToken != c.creds.RegistrationAccessToken {
 				return l.adopt(c, cur)
 			}
-			return rejected && l.reload(ctx, c)
+			if cause != nil && !l.reload(ctx, c) {
+				l.log.Error("oidcrp: the token endpoint refuses a client the provider still knows; this points at the provider or the client authentication, not a forgotten client",
+					"client_id", c.creds.ClientID, "registered", c.creds.RegisteredAt, "err", cause)
+				return false
+			}
+			return cause != nil
 		}
 		refused = cur
+	}
+	if c.creds.RegistrationClientURI == "" {
+		// Without RFC 7592 a refused client and a forgotten one look alike.
+		l.mu.Lock()
+		replacement := !l.lastRenewal.IsZero() && !c.creds.RegisteredAt.Before(l.lastRenewal) && l.now().Sub(l.lastRenewal) < episode
+		l.mu.Unlock()
+		if replacement {
+			l.log.Error("oidcrp: the provider refuses the client registered to replace a refused one; not registering again: this points at the provider or the client authentication, not a forgotten client",
+				"client_id", c.creds.ClientID, "registered", c.creds.RegisteredAt, "err", cause)
+			return false
+		}
+	}
+	if cause != nil && l.now().Sub(c.creds.RegisteredAt) < freshClient {
+		l.log.Warn("oidcrp: the provider refuses a client it registered moments ago; a provider or client authentication problem is likelier than a forgotten client, but it is replaced once",
+			"client_id", c.creds.ClientID, "registered", c.creds.RegisteredAt, "err", cause)
 	}
 	l.mu.Lock()
 	l.lastRenewal = l.now()
@@ -309,7 +385,7 @@ func (l *lifecycle) maintain(ctx context.Context, check bool) {
 	if c := l.cur.Load(); check && c != nil && !c.gone {
 		l.checking.Lock()
 		if l.cur.Load() == c {
-			l.check(ctx, c, false)
+			l.check(ctx, c, nil)
 		}
 		l.checking.Unlock()
 	}
@@ -714,7 +790,7 @@ func (l *lifecycle) lockStore(ctx context.Context) (unlock func()) {
 // OAuth error code of the answer.
 func (l *lifecycle) probeToken(ctx context.Context, disc *discovery, c *credentials) (string, error) {
 	form := url.Values{"grant_type": {"authorization_code"}, "code": {"oidcrp-probe"}, "redirect_uri": {l.cfg.RedirectURL}}
-	basic := c.authMethod() == "client_secret_basic"
+	basic := c.authMethod() == "client_secret_basic" && c.AuthStyle != stylePost
 	if !basic {
 		form.Set("client_id", c.ClientID)
 		if c.ClientSecret != "" {
@@ -725,7 +801,10 @@ func (l *lifecycle) probeToken(ctx context.Context, disc *discovery, c *credenti
 	if err != nil {
 		return "", err
 	}
-	if basic {
+	switch {
+	case basic && c.AuthStyle == styleRawBasic:
+		req.SetBasicAuth(c.ClientID, string(c.ClientSecret))
+	case basic:
 		req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(string(c.ClientSecret)))
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -136,10 +136,11 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 
 func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Request, returnTo string, retried bool) error {
 	c, err := rp.lc.client(ctx)
-	if err == nil && !retried && len(pendingLogins(r)) > 0 {
-		// An earlier attempt of this browser never came back: maybe the
-		// provider refused it because it forgot this client.
-		rp.lc.rejected(ctx, c, false)
+	if err == nil && !retried && (rp.loginsLost() || len(pendingLogins(r)) > 0) {
+		// Logins never came back (this browser's, or every browser's for a
+		// while): maybe the provider refused them because it forgot this
+		// client, after a restart say. Check before sending another.
+		rp.lc.rejected(ctx, c, nil)
 		c, err = rp.lc.client(ctx)
 	}
 	if err != nil {
@@ -169,6 +170,23 @@ func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Req
 }
 
 func oidcNonce(nonce string) oauth2.AuthCodeOption { return oauth2.SetAuthURLParam("nonce", nonce) }
+
+// loginLostAfter is how long after a login started with none completed
+// since the relying party suspects the provider refuses its client.
+const loginLostAfter = 5 * time.Second
+
+// loginsLost notes that a login starts, and reports whether one started
+// more than loginLostAfter ago without any login completing since. A
+// suspicion is reported once: the clock restarts with this login.
+func (rp *RP) loginsLost() bool {
+	now := rp.now().UnixNano()
+	first := rp.unanswered.Load()
+	if first == 0 {
+		rp.unanswered.CompareAndSwap(0, now)
+		return false
+	}
+	return time.Duration(now-first) > loginLostAfter && rp.unanswered.CompareAndSwap(first, now)
+}
 
 // pendingLogins returns the names of the request's login cookies.
 func pendingLogins(r *http.Request) []string {

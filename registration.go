@@ -177,7 +177,17 @@ type credentials struct {
 	Metadata                ClientMetadata // as registered, including values the provider replaced
 	Fingerprint             string         // of the issuer and metadata that were asked for
 	RegisteredAt            time.Time      // when the client or its current secret was obtained
+	AuthStyle               string         // how the secret is sent when not as the RFC says: styleRawBasic or stylePost
 }
+
+// Ways of sending the client secret to the token endpoint besides the one
+// RFC 6749 §2.3.1 prescribes for the registered method (HTTP Basic with
+// form-encoded id and secret, or the form body for client_secret_post),
+// learnt from a provider that refused it.
+const (
+	styleRawBasic = "basic-raw" // HTTP Basic without form-encoding
+	stylePost     = "post"      // in the form body
+)
 
 // expiresWithin reports whether the client secret expires before now+skew.
 func (c *credentials) expiresWithin(now time.Time, skew time.Duration) bool {
@@ -205,6 +215,7 @@ type storedCredentials struct {
 	Metadata                metadataJSON `json:"metadata"`
 	Fingerprint             string       `json:"fingerprint"`
 	RegisteredAt            int64        `json:"registered_at"`
+	AuthStyle               string       `json:"auth_style,omitempty"`
 }
 
 func encodeCredentials(c *credentials) ([]byte, error) {
@@ -212,7 +223,7 @@ func encodeCredentials(c *credentials) ([]byte, error) {
 		Version: 1, Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: string(c.ClientSecret),
 		ClientSecretExpiresAt: unixOrZero(c.ClientSecretExpiresAt), ClientIDIssuedAt: unixOrZero(c.ClientIDIssuedAt),
 		RegistrationAccessToken: string(c.RegistrationAccessToken), RegistrationClientURI: c.RegistrationClientURI,
-		Metadata: metadataJSON(c.Metadata), Fingerprint: c.Fingerprint, RegisteredAt: unixOrZero(c.RegisteredAt),
+		Metadata: metadataJSON(c.Metadata), Fingerprint: c.Fingerprint, RegisteredAt: unixOrZero(c.RegisteredAt), AuthStyle: c.AuthStyle,
 	})
 }
 
@@ -228,7 +239,7 @@ func decodeCredentials(b []byte) (*credentials, error) {
 		Issuer: s.Issuer, ClientID: s.ClientID, ClientSecret: Secret(s.ClientSecret),
 		ClientSecretExpiresAt: timeOrZero(s.ClientSecretExpiresAt), ClientIDIssuedAt: timeOrZero(s.ClientIDIssuedAt),
 		RegistrationAccessToken: Secret(s.RegistrationAccessToken), RegistrationClientURI: s.RegistrationClientURI,
-		Metadata: ClientMetadata(s.Metadata), Fingerprint: s.Fingerprint, RegisteredAt: timeOrZero(s.RegisteredAt),
+		Metadata: ClientMetadata(s.Metadata), Fingerprint: s.Fingerprint, RegisteredAt: timeOrZero(s.RegisteredAt), AuthStyle: s.AuthStyle,
 	}, nil
 }
 
@@ -495,6 +506,7 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 			c.RegistrationClientURI = prev.RegistrationClientURI
 		}
 		c.ClientIDIssuedAt = prev.ClientIDIssuedAt
+		c.AuthStyle = prev.AuthStyle // a property of the provider, learnt once
 	}
 	if (c.RegistrationAccessToken == "") != (c.RegistrationClientURI == "") {
 		return nil, refuse("registration_access_token and registration_client_uri must come together")

@@ -37,6 +37,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/sessions"
@@ -184,7 +185,8 @@ type RP struct {
 	redirectPath string
 	secure       bool
 	now          func() time.Time
-	tenant       string // set by Tenants
+	tenant       string       // set by Tenants
+	unanswered   atomic.Int64 // unix ns of the first login started since one last completed; 0: none
 }
 
 // New validates cfg and returns an RP. It does no network or store I/O:

@@ -92,6 +92,16 @@ type Options struct {
 	// §2.3.1), such as ':', '+', '%', '&', '=', '/' and a space.
 	AwkwardSecrets bool
 
+	// RawBasic compares HTTP Basic client credentials as they come, without
+	// the form-urldecoding RFC 6749 §2.3.1 requires, as some deployed
+	// providers do: a client that encodes its id or secret as the RFC says
+	// is then refused whenever encoding changes them.
+	RawBasic bool
+
+	// AnyAuthMethod accepts a client's secret by any method
+	// (client_secret_basic or client_secret_post), whatever it registered.
+	AnyAuthMethod bool
+
 	// Claims of the single demo user. The default is sub "demo-user", name
 	// "Demo User", email "demo@example.test", email_verified true and groups
 	// ["staff"]. When set, these claims replace the defaults ("sub" defaults

@@ -106,6 +106,9 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (client,
 		var err1, err2 error
 		id, err1 = url.QueryUnescape(user)
 		secret, err2 = url.QueryUnescape(pass)
+		if p.opts.RawBasic {
+			id, secret, err1, err2 = user, pass, nil, nil
+		}
 		if err1 != nil || err2 != nil {
 			return client{}, true, unauthorized("the Basic credentials are not form-urlencoded (RFC 6749 §2.3.1)")
 		}
@@ -134,7 +137,7 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (client,
 	if stored == nil {
 		return client{}, basic, unauthorized("unknown client")
 	}
-	if c.authMethod != method {
+	if c.authMethod != method && !(p.opts.AnyAuthMethod && c.authMethod != "none" && method != "none") {
 		return client{}, basic, unauthorized("the client is registered for " + c.authMethod + " but authenticated with " + method)
 	}
 	if method != "none" {
