@@ -56,9 +56,12 @@ func (c *client) context(ctx context.Context) context.Context {
 // registrations, and decommission.
 //
 // The request path asks it one question, [lifecycle.client], and reports
-// one event, [lifecycle.rejected]. Everything else happens inside: setup on
-// first use, shared by concurrent callers and backed off after a failure,
-// and a periodic maintenance on a timer while the client is in use.
+// one event, [lifecycle.rejected]. Only when the token endpoint refuses
+// HTTP Basic credentials that form-encoding changed does it also ask for
+// the other ways to send them ([lifecycle.encodings]) and report the one
+// that worked ([lifecycle.settle]). Everything else happens inside: setup
+// on first use, shared by concurrent callers and backed off after a
+// failure, and a periodic maintenance on a timer.
 type lifecycle struct {
 	cfg       *Config // read only
 	legacyKey string  // where an earlier release kept the credentials, if anywhere
