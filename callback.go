@@ -165,20 +165,21 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 		return nil, refusal(ReasonInvalidIDToken, fmt.Sprintf("ID token has untrusted extra audiences %q", idt.Audience))
 	}
 	var claims map[string]any // the ID token's claims, decoded only when needed
-	var azp any
+	var azp, opSID any
 	if (c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo) || rp.cfg.ClaimFilter != nil {
 		if err := idt.Claims(&claims); err != nil {
 			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
 		}
-		azp = claims["azp"]
+		azp, opSID = claims["azp"], claims["sid"]
 	} else {
 		var a struct {
 			Azp any `json:"azp"`
+			Sid any `json:"sid"`
 		}
 		if err := idt.Claims(&a); err != nil {
 			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
 		}
-		azp = a.Azp
+		azp, opSID = a.Azp, a.Sid
 	}
 	if azp != nil {
 		// OIDC Core §3.1.3.7 (5): an azp, when present, must be this client.
@@ -208,7 +209,12 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 			}
 		}
 	}
-	u := &User{Issuer: idt.Issuer, Subject: idt.Subject, Expiry: idt.Expiry, idToken: raw, sid: randomString()[:22]}
+	now := rp.now()
+	u := &User{Issuer: idt.Issuer, Subject: idt.Subject, Expiry: idt.Expiry, idToken: raw, sid: randomString()[:22], since: now}
+	u.opSID, _ = opSID.(string) // the provider's session, named by back- and front-channel logout
+	if d := idt.Expiry.Sub(now); d > time.Duration(rp.longestSeen.Load()) {
+		rp.longestSeen.Store(int64(d)) // how long a logout must be remembered
+	}
 	if rp.cfg.KeepTokens {
 		u.accessToken, u.accessExpiry, u.refreshToken, u.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
 	}

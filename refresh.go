@@ -48,9 +48,15 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 		}
 		if first {
 			rp.log.Info("oidcrp: session ended: the provider refused to refresh its tokens", "sub", u.Subject, "err", err)
-			rp.sessions.revoke(u, rp.now())
+			if err := rp.endSessionEverywhere(r.Context(), u); err != nil {
+				rp.log.Warn("oidcrp: the ended session is known to this process only", "err", err)
+			}
 		}
 		rp.endSession(w, r, nil)
+		return nil
+	}
+	if rp.revokedMeanwhile(r.Context(), u) {
+		rp.endSession(w, r, nil) // a logout while the refresh was in flight wins
 		return nil
 	}
 	if err := rp.startSession(w, r, nu, true); err != nil {
@@ -63,6 +69,19 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 		}
 	}
 	return nu
+}
+
+// revokedMeanwhile reports whether u's session was ended, here or in
+// another process, while its refresh was in flight: it reads the shared
+// record first, so that the refreshed session is never stored over a
+// logout.
+func (rp *RP) revokedMeanwhile(ctx context.Context, u *User) bool {
+	if rp.revocations.store != nil {
+		if err := rp.revocations.sync(ctx); err != nil {
+			rp.log.Warn("oidcrp: reading the revocation record before storing a refreshed session failed", "err", err)
+		}
+	}
+	return rp.revocations.ended(u)
 }
 
 // sameAuthentication applies OpenID Connect Core §12.2 to an ID token from a

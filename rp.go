@@ -181,6 +181,8 @@ type RP struct {
 	lc           *lifecycle // the provider client
 	keys         *keyring   // cookie keys; shared by Tenants
 	sessions     *sessionCache
+	revocations  *revocations // ended sessions; shared by Tenants
+	longestSeen  atomic.Int64 // longest ID token-bound session seen, in ns
 	refreshes    inflight[string, *User] // by session id
 	redirectPath string
 	secure       bool
@@ -264,6 +266,7 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 		rp.redirectPath = "/"
 	}
 	rp.keys = &keyring{keys: cfg.SessionKeys, store: cfg.Store, log: cfg.Logger}
+	rp.revocations = newRevocations(cfg.Store, rp.log, func() time.Time { return rp.now() })
 	rp.trace = &tracer{trace: cfg.Trace, issuer: cfg.Issuer, tenant: tenant, log: rp.log}
 	rp.lc = &lifecycle{
 		cfg:       rp.cfg,

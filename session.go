@@ -10,22 +10,17 @@ import (
 )
 
 // sessionCache remembers cookie values already opened, so an authenticated
-// request costs a map lookup. An entry never outlives its session, and
-// logout removes it at once.
+// request costs a map lookup. An entry never outlives its session; a
+// revoked session is refused by the revocation check that follows.
 type sessionCache struct {
 	mu      sync.RWMutex
 	byValue map[string]*User
-	revoked map[string]time.Time // session id → expiry, for sessions logged out
 }
 
 const maxCachedSessions = 10000
 
-// refreshableRevocation is how long a logout of a refreshable session is
-// remembered in process memory.
-const refreshableRevocation = 30 * 24 * time.Hour
-
 func newSessionCache() *sessionCache {
-	return &sessionCache{byValue: map[string]*User{}, revoked: map[string]time.Time{}}
+	return &sessionCache{byValue: map[string]*User{}}
 }
 
 func (c *sessionCache) get(value string, now time.Time) *User {
@@ -41,13 +36,10 @@ func (c *sessionCache) get(value string, now time.Time) *User {
 	return nil
 }
 
-// put caches a decoded session unless it was logged out.
-func (c *sessionCache) put(value string, u *User) bool {
+// put caches a decoded session.
+func (c *sessionCache) put(value string, u *User) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, gone := c.revoked[u.sid]; gone {
-		return false
-	}
 	if len(c.byValue) >= maxCachedSessions {
 		for k := range c.byValue { // drop an arbitrary half
 			delete(c.byValue, k)
@@ -57,7 +49,6 @@ func (c *sessionCache) put(value string, u *User) bool {
 		}
 	}
 	c.byValue[value] = u
-	return true
 }
 
 // replace points a cookie value at the refreshed session, so concurrent
@@ -66,39 +57,6 @@ func (c *sessionCache) replace(value string, u *User) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.byValue[value] = u
-}
-
-// revoke ends a session in this process: its cookie, if replayed, is refused
-// until the session would have expired anyway.
-func (c *sessionCache) revoke(u *User, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k, exp := range c.revoked {
-		if !now.Before(exp) {
-			delete(c.revoked, k)
-		}
-	}
-	until := u.Expiry
-	if u.refreshToken != "" {
-		// A refreshable session outlives its expiry; remember the logout
-		// as long as a refresh token may plausibly be honoured.
-		if later := now.Add(refreshableRevocation); later.After(until) {
-			until = later
-		}
-	}
-	c.revoked[u.sid] = until
-	for k, v := range c.byValue {
-		if v.sid == u.sid {
-			delete(c.byValue, k)
-		}
-	}
-}
-
-func (c *sessionCache) isRevoked(sid string) bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	_, gone := c.revoked[sid]
-	return gone
 }
 
 // user returns the request's signed-in user, refreshing the session's
@@ -115,6 +73,8 @@ func (rp *RP) user(w http.ResponseWriter, r *http.Request) *User {
 		return u // sessionUser let only live sessions through
 	case rp.cfg.SessionLifetime > 0 && !now.Before(u.Expiry):
 		return nil // the configured lifetime is over, refresh token or not
+	case rp.cfg.SessionLifetime == 0 && !u.since.IsZero() && now.Sub(u.since) > maxRefreshable:
+		return nil // refreshable sessions end at the latest maxRefreshable after login
 	case now.Before(u.Expiry) && (u.accessExpiry.IsZero() || now.Before(u.accessExpiry.Add(-u.refreshSkew()))):
 		return u
 	}
@@ -129,9 +89,21 @@ const sessionValueKey = "oidcrp.user"
 // or it cannot be read (which means logged out, never an error page). The
 // user may need a refresh: see RP.user.
 func (rp *RP) sessionUser(r *http.Request) *User {
+	rp.revocations.watch()
+	var u *User
 	if rp.cfg.SessionStore != nil {
-		return rp.storeUser(r)
+		u = rp.storeUser(r)
+	} else {
+		u = rp.cookieUser(r)
 	}
+	if u == nil || rp.revocations.ended(u) {
+		return nil
+	}
+	return u
+}
+
+// cookieUser opens the sealed session cookie, or finds it already opened.
+func (rp *RP) cookieUser(r *http.Request) *User {
 	value := cookieValue(r, rp.cfg.SessionName)
 	if value == "" {
 		return nil
@@ -153,9 +125,7 @@ func (rp *RP) sessionUser(r *http.Request) *User {
 	if err != nil || u.Issuer != rp.cfg.Issuer || (!now.Before(u.Expiry) && u.refreshToken == "") {
 		return nil
 	}
-	if !rp.sessions.put(value, u) {
-		return nil // logged out
-	}
+	rp.sessions.put(value, rp.track(u))
 	return u
 }
 
@@ -185,10 +155,10 @@ func (rp *RP) storeUser(r *http.Request) *User {
 		return nil
 	}
 	u, err := decodeUser(b)
-	if err != nil || u.Issuer != rp.cfg.Issuer || (!rp.now().Before(u.Expiry) && u.refreshToken == "") || rp.sessions.isRevoked(u.sid) {
+	if err != nil || u.Issuer != rp.cfg.Issuer || (!rp.now().Before(u.Expiry) && u.refreshToken == "") {
 		return nil
 	}
-	return u
+	return rp.track(u)
 }
 
 // maxCookieBytes keeps the session cookie, name and attributes included,
@@ -248,7 +218,9 @@ func (rp *RP) outlivesExpiry(u *User) bool {
 // endSession clears the session cookie and revokes u's session.
 func (rp *RP) endSession(w http.ResponseWriter, r *http.Request, u *User) {
 	if u != nil {
-		rp.sessions.revoke(u, rp.now())
+		if err := rp.endSessionEverywhere(r.Context(), u); err != nil {
+			rp.log.Error("oidcrp: the logout holds in this process only", "err", err)
+		}
 	}
 	if rp.cfg.SessionStore != nil {
 		if sess, _ := rp.cfg.SessionStore.Get(r, rp.cfg.SessionName); sess != nil {

@@ -82,7 +82,8 @@ type TenantsConfig struct {
 // never accepted for another.
 type Tenants struct {
 	cfg  *TenantsConfig // a pointer, so that printing Tenants shows no secret
-	keys *keyring
+	keys        *keyring
+	revocations *revocations
 	http *http.Client
 	log  *slog.Logger
 
@@ -129,7 +130,7 @@ func NewTenants(cfg TenantsConfig) (*Tenants, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.keys = probe.keys
+	t.keys, t.revocations = probe.keys, probe.revocations
 	return t, nil
 }
 
@@ -162,7 +163,7 @@ func (t *Tenants) newRP(tn Tenant) (*RP, error) {
 	}
 	rp.now = t.now
 	if t.keys != nil {
-		rp.keys = t.keys
+		rp.keys, rp.revocations = t.keys, t.revocations
 	}
 	return rp, nil
 }

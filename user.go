@@ -19,6 +19,9 @@ type User struct {
 	idToken string          // raw ID token, for the logout hint; dropped when too large
 	layered bool            // the claims are the ID token's plus claims
 	sid     string          // session identifier, for revocation
+	since   time.Time       // when the user signed in; zero in sessions older than this field
+	opSID   string          // the provider's session ("sid" claim), for front- and back-channel logout
+	rev     *revState       // what the revocation check remembers; set when decoded
 
 	// With Config.KeepTokens:
 	accessToken  string
@@ -102,11 +105,14 @@ type sessionJSON struct {
 	AccExp  int64           `json:"ate,omitempty"`
 	Refresh string          `json:"rt,omitempty"`
 	TokAt   int64           `json:"tt,omitempty"`
+	Since   int64           `json:"st,omitempty"` // unix milliseconds
+	OPSID   string          `json:"ps,omitempty"`
 }
 
 func (u *User) encode() []byte {
 	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims, Layered: u.layered,
-		Access: u.accessToken, AccExp: unixOrZero(u.accessExpiry), Refresh: u.refreshToken, TokAt: unixOrZero(u.tokensAt)})
+		Access: u.accessToken, AccExp: unixOrZero(u.accessExpiry), Refresh: u.refreshToken, TokAt: unixOrZero(u.tokensAt),
+		Since: unixMilliOrZero(u.since), OPSID: u.opSID})
 	return b
 }
 
@@ -119,5 +125,20 @@ func decodeUser(b []byte) (*User, error) {
 		return nil, errors.New("incomplete session")
 	}
 	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, layered: s.Layered, sid: s.ID,
-		accessToken: s.Access, accessExpiry: timeOrZero(s.AccExp), refreshToken: s.Refresh, tokensAt: timeOrZero(s.TokAt)}, nil
+		accessToken: s.Access, accessExpiry: timeOrZero(s.AccExp), refreshToken: s.Refresh, tokensAt: timeOrZero(s.TokAt),
+		since: timeMilliOrZero(s.Since), opSID: s.OPSID}, nil
+}
+
+func unixMilliOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func timeMilliOrZero(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }
