@@ -1,0 +1,143 @@
+package oidcrp
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oidcrp/oidcrp/internal/devop"
+)
+
+// Tests of providers that deviate from the specifications in ways seen in
+// real deployments.
+
+// stringifyTimestamps rewrites client_id_issued_at and
+// client_secret_expires_at of a client information response as JSON strings.
+func stringifyTimestamps(body map[string]any) {
+	for _, k := range []string{"client_id_issued_at", "client_secret_expires_at"} {
+		if v, ok := body[k]; ok {
+			body[k] = fmt.Sprint(v)
+		}
+	}
+}
+
+// TestTimestampsAsStrings: a provider sending client_id_issued_at and
+// client_secret_expires_at as JSON strings, in the registration response and
+// in RFC 7592 responses, is understood; a replica starting later reads the
+// registration (RFC 7592) instead of registering again.
+func TestTimestampsAsStrings(t *testing.T) {
+	t.Parallel()
+	for _, lifetime := range []time.Duration{0, 24 * time.Hour} {
+		t.Run(fmt.Sprint("secret lifetime ", lifetime), func(t *testing.T) {
+			t.Parallel()
+			store := new(MemoryStore)
+			e := newEnv(t, devop.Options{
+				SecretLifetime:      lifetime,
+				Registration:        func(_ *int, body map[string]any) { stringifyTimestamps(body) },
+				ClientConfiguration: func(_ string, _ *int, body map[string]any) { stringifyTimestamps(body) },
+			}, Config{Store: store})
+			e.login("/")
+			want := e.op.Clients()[0].SecretExpiresAt
+			if got := e.rp.Status().SecretExpiresAt; !got.Equal(want.Truncate(time.Second)) {
+				t.Errorf("secret expires at %v, want %v", got, want)
+			}
+
+			replica := e.newRP(Config{Store: store})
+			e.app.Config.Handler = e.handler(replica)
+			e.browser.Jar, _ = cookiejar.New(nil)
+			e.login("/")
+			if s := e.op.Stats(); s.Registration != 1 || s.RegistrationRead != 1 || s.Token != 2 {
+				t.Errorf("stats %+v: want 1 registration, 1 read and a token request per login", s)
+			}
+			if got := replica.Status().SecretExpiresAt; !got.Equal(want.Truncate(time.Second)) {
+				t.Errorf("replica: secret expires at %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestClientInfoTimestamps covers the forms of client_id_issued_at and
+// client_secret_expires_at in a client information response.
+func TestClientInfoTimestamps(t *testing.T) {
+	t.Parallel()
+	const issuer = "https://op.example.com"
+	want := ClientMetadata{RedirectURIs: []string{"https://app.example.com/cb"}}
+	g := registrar{now: time.Now}
+	for _, tc := range []struct {
+		issued, expires string // JSON values; "" leaves the member out
+		wantIssued      int64
+		wantExpires     int64
+		err             string // in the error when the response is refused
+	}{
+		{issued: `1767225600`, expires: `0`, wantIssued: 1767225600},
+		{issued: `"1767225600"`, expires: `"0"`, wantIssued: 1767225600},
+		{issued: `"1767225600"`, expires: `"1798761600"`, wantIssued: 1767225600, wantExpires: 1798761600},
+		{expires: `1798761600`, wantExpires: 1798761600},
+		{issued: `null`, expires: `null`},
+		{issued: `"soon"`, err: `bad client_id_issued_at "soon"`},
+		{expires: `"never"`, err: `bad client_secret_expires_at "never"`},
+		{expires: `""`, err: `bad client_secret_expires_at ""`},
+		{expires: `"-5"`, err: `bad client_secret_expires_at "-5"`},
+		{expires: `-5`, err: `bad client_secret_expires_at "-5"`},
+		{expires: `1798761600.0`, wantExpires: 1798761600},
+		{expires: `"1.7987616005e9"`, wantExpires: 1798761600},
+		{expires: `1e300`, err: `bad client_secret_expires_at "1e300"`},
+		{expires: `"99999999999999999999"`, err: `bad client_secret_expires_at "99999999999999999999"`},
+		{expires: `"0x10"`, err: `bad client_secret_expires_at "0x10"`},
+		{expires: `" 1798761600"`, err: `bad client_secret_expires_at " 1798761600"`},
+		{expires: `true`, err: `bad client_secret_expires_at "true"`},
+		{issued: `{}`, err: `bad client_id_issued_at "{}"`},
+	} {
+		name := tc.issued + "," + tc.expires
+		t.Run(name, func(t *testing.T) {
+			body := `{"client_id":"c1","client_secret":"s","redirect_uris":["https://app.example.com/cb"]`
+			if tc.issued != "" {
+				body += `,"client_id_issued_at":` + tc.issued
+			}
+			if tc.expires != "" {
+				body += `,"client_secret_expires_at":` + tc.expires
+			}
+			body += "}"
+			c, err := g.credentials(issuer, want, nil, []byte(body))
+			if tc.err != "" {
+				var re *RegistrationError
+				if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want a RegistrationError with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := unixOrZero(c.ClientIDIssuedAt); got != tc.wantIssued {
+				t.Errorf("client_id_issued_at %d, want %d", got, tc.wantIssued)
+			}
+			if got := unixOrZero(c.ClientSecretExpiresAt); got != tc.wantExpires {
+				t.Errorf("client_secret_expires_at %d, want %d", got, tc.wantExpires)
+			}
+		})
+	}
+}
+
+// TestGarbageTimestampRefused: a registration response whose
+// client_secret_expires_at is not a number is refused with a
+// RegistrationError saying which member is wrong, not taken for a secret
+// that never expires.
+func TestGarbageTimestampRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{Registration: func(_ *int, body map[string]any) {
+		body["client_secret_expires_at"] = "in a year"
+	}}, Config{})
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", resp.StatusCode)
+	}
+	if s := e.rp.Status(); !strings.Contains(s.LastError, `bad client_secret_expires_at "in a year"`) {
+		t.Errorf("last error %q", s.LastError)
+	}
+}
