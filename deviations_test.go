@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,89 @@ func TestGarbageTimestampRefused(t *testing.T) {
 	}
 	if s := e.rp.Status(); !strings.Contains(s.LastError, `bad client_secret_expires_at "in a year"`) {
 		t.Errorf("last error %q", s.LastError)
+	}
+}
+
+// TestIDTokenAudienceArray: an aud claim may be an array (OIDC Core §2). One
+// holding only this client is accepted; extra audiences are refused
+// (§3.1.3.7 rule 3: "additional audiences not trusted by the Client"), even
+// with an azp naming this client: rules 4 and 5 make azp a further check
+// for tokens with several audiences, not a way to trust the others.
+func TestIDTokenAudienceArray(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		hook func(c map[string]any)
+		ok   bool
+	}{
+		{"only this client", func(c map[string]any) { c["aud"] = []any{c["aud"]} }, true},
+		{"only this client, azp", func(c map[string]any) { c["azp"] = c["aud"]; c["aud"] = []any{c["aud"]} }, true},
+		{"an extra audience", func(c map[string]any) { c["aud"] = []any{c["aud"], "other-client"} }, false},
+		{"an extra audience, azp this client", func(c map[string]any) { c["azp"] = c["aud"]; c["aud"] = []any{c["aud"], "other-client"} }, false},
+		{"an extra audience first, azp this client", func(c map[string]any) { c["azp"] = c["aud"]; c["aud"] = []any{"other-client", c["aud"]} }, false},
+		{"another client only", func(c map[string]any) { c["aud"] = []any{"other-client"} }, false},
+		{"empty", func(c map[string]any) { c["aud"] = []any{} }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, devop.Options{IDToken: func(c, _ map[string]any) { tc.hook(c) }}, Config{})
+			status, body := e.attempt("/")
+			if tc.ok {
+				if status != http.StatusOK {
+					t.Fatalf("login ended with %d %s\nlogs:\n%s", status, body, e.logs)
+				}
+				// The ID token kept for logout names this client: it goes as id_token_hint.
+				resp := e.postLogout()
+				end, _ := url.Parse(resp.Header.Get("Location"))
+				if end.Query().Get("id_token_hint") == "" {
+					t.Errorf("logout redirect %s has no id_token_hint", end)
+				}
+				return
+			}
+			if status != http.StatusBadRequest || !strings.Contains(body, string(ReasonInvalidIDToken)) {
+				t.Errorf("ended with %d %s, want 400 with reason %s", status, body, ReasonInvalidIDToken)
+			}
+			if e.cookie("oidcrp") != nil || e.handled.Load() != 0 {
+				t.Error("signed in")
+			}
+			if !strings.Contains(e.logs.String(), "audience") {
+				t.Errorf("not refused for its audience:\n%s", e.logs)
+			}
+		})
+	}
+}
+
+// TestUnsignedIDTokenRefused: a provider that lists "none" among its ID
+// token signing algorithms, and even registers it for the client, still
+// never gets an unsigned ID token accepted.
+func TestUnsignedIDTokenRefused(t *testing.T) {
+	t.Parallel()
+	for _, registered := range []bool{false, true} {
+		t.Run(fmt.Sprint("registered none ", registered), func(t *testing.T) {
+			t.Parallel()
+			opts := devop.Options{
+				Discovery: func(doc map[string]any) {
+					doc["id_token_signing_alg_values_supported"] = []string{"none", "RS256"}
+				},
+				IDToken: func(_, h map[string]any) { h["alg"] = "none" },
+			}
+			if registered {
+				opts.Registration = func(_ *int, body map[string]any) { body["id_token_signed_response_alg"] = "none" }
+			}
+			e := newEnv(t, opts, Config{})
+			status, body := e.attempt("/")
+			if status != http.StatusBadRequest || !strings.Contains(body, string(ReasonInvalidIDToken)) {
+				t.Errorf("ended with %d %s, want 400 with reason %s", status, body, ReasonInvalidIDToken)
+			}
+			if e.cookie("oidcrp") != nil || e.handled.Load() != 0 {
+				t.Error("signed in with an unsigned ID token")
+			}
+			if !strings.Contains(e.logs.String(), `unexpected signature algorithm \"none\"`) {
+				t.Errorf("not refused for its algorithm:\n%s", e.logs)
+			}
+			if s := e.op.Stats(); s.Token != 1 {
+				t.Errorf("%d token requests, want 1", s.Token)
+			}
+		})
 	}
 }
