@@ -226,3 +226,64 @@ func TestUnsignedIDTokenRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestRegisteredAuthMethodDeviations: the token endpoint authentication
+// method is the one the provider registered, whether it is the one asked
+// for or not; when the registration response leaves it out, the one asked
+// for. Every login works at the first attempt: one registration, one
+// authorization request, one token request.
+func TestRegisteredAuthMethodDeviations(t *testing.T) {
+	t.Parallel()
+	dropMethod := func(_ *int, body map[string]any) { delete(body, "token_endpoint_auth_method") }
+	for _, tc := range []struct {
+		name string
+		opts devop.Options
+		used string // the method the token request must use
+	}{
+		{"basic asked, post registered", devop.Options{ForceAuthMethod: "client_secret_post"}, "client_secret_post"},
+		{"post asked, basic registered", devop.Options{AuthMethods: []string{"client_secret_post"}, ForceAuthMethod: "client_secret_basic"}, "client_secret_basic"},
+		{"basic asked, none registered", devop.Options{ForceAuthMethod: "none"}, "none"},
+		{"basic asked and registered, not returned", devop.Options{Registration: dropMethod}, "client_secret_basic"},
+		{"post asked and registered, not returned", devop.Options{AuthMethods: []string{"client_secret_post"}, Registration: dropMethod}, "client_secret_post"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, tc.opts, Config{})
+			e.login("/")
+			if s := e.op.Stats(); s.Registration != 1 || s.Authorize != 1 || s.Token != 1 {
+				t.Errorf("stats %+v: want one registration, authorization and token request\nlogs:\n%s", s, e.logs)
+			}
+			form, header := e.op.LastTokenRequest()
+			var used string
+			switch {
+			case header.Get("Authorization") != "":
+				used = "client_secret_basic"
+			case form.Get("client_secret") != "":
+				used = "client_secret_post"
+			default:
+				used = "none"
+			}
+			if used != tc.used {
+				t.Errorf("token request used %s, want %s", used, tc.used)
+			}
+			if got := e.rp.Status().AuthMethod; got != tc.used {
+				t.Errorf("Status().AuthMethod %q, want %q", got, tc.used)
+			}
+		})
+	}
+}
+
+// TestUnsupportedRegisteredAuthMethodRefused: a registration response naming
+// a method the relying party cannot use is refused, saying which.
+func TestUnsupportedRegisteredAuthMethodRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{ForceAuthMethod: "private_key_jwt"}, Config{})
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503", resp.StatusCode)
+	}
+	if s := e.rp.Status(); !strings.Contains(s.LastError, `unsupported token_endpoint_auth_method "private_key_jwt"`) {
+		t.Errorf("last error %q", s.LastError)
+	}
+}

@@ -493,6 +493,16 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 	if info.ClientID == "" {
 		return nil, refuse("response has no client_id")
 	}
+	if meta.TokenEndpointAuthMethod == "" {
+		// The provider accepted the request without saying which method it
+		// registered. RFC 7591 §3.2.1 has it return every registered value,
+		// those it replaced included, so an absent member replaced nothing:
+		// use the method asked for. OIDC DCR §2's client_secret_basic is the
+		// default of a request that names none, which ours never is; taking it
+		// here would fail the first login of a client that asked for
+		// client_secret_post.
+		meta.TokenEndpointAuthMethod = want.TokenEndpointAuthMethod
+	}
 	if prev != nil && info.ClientID != prev.ClientID {
 		return nil, refuse("client_id changed from %q to %q", prev.ClientID, info.ClientID)
 	}
