@@ -3,6 +3,7 @@ package oidcrp
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -285,5 +286,46 @@ func TestUnsupportedRegisteredAuthMethodRefused(t *testing.T) {
 	}
 	if s := e.rp.Status(); !strings.Contains(s.LastError, `unsupported token_endpoint_auth_method "private_key_jwt"`) {
 		t.Errorf("last error %q", s.LastError)
+	}
+}
+
+// TestLogoutWithoutRegisteredPostLogoutURI: a provider that did not register
+// the post-logout redirect URI (it is missing from the registration
+// response) would show an error page for a logout that names it. Logout
+// ends the local session and shows the relying party's own signed-out page
+// instead of sending the browser there.
+func TestLogoutWithoutRegisteredPostLogoutURI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{RegistrationRequest: func(m map[string]any) {
+		delete(m, "post_logout_redirect_uris")
+	}}, Config{})
+	e.login("/")
+	if uris := e.op.Clients()[0].PostLogoutRedirectURIs; len(uris) != 0 {
+		t.Fatalf("the provider registered post_logout_redirect_uris %q", uris)
+	}
+	old := e.cookie("oidcrp")
+	resp := e.postLogout()
+	if e.cookie("oidcrp") != nil {
+		t.Error("session cookie kept after logout")
+	}
+	if status := e.replay("/", old); status != http.StatusUnauthorized {
+		t.Errorf("replayed session cookie after logout: %d, want 401", status)
+	}
+	loc, _ := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || loc.Host != resp.Request.URL.Host || loc.Path != "/logout" {
+		t.Fatalf("logout answered %d to %s, want a redirect to our own page", resp.StatusCode, loc)
+	}
+	hops := e.follow(resp)
+	last := hops[len(hops)-1]
+	body, _ := io.ReadAll(last.Body)
+	last.Body.Close()
+	if last.StatusCode != http.StatusOK || !strings.Contains(string(body), "signed out") {
+		t.Errorf("after logout: %d %s", last.StatusCode, body)
+	}
+	if n := e.op.Stats().EndSession; n != 0 {
+		t.Errorf("%d end_session requests, want none", n)
+	}
+	if !strings.Contains(e.logs.String(), "did not register the post-logout redirect URI") {
+		t.Errorf("the local-only logout is not explained in the logs:\n%s", e.logs)
 	}
 }
