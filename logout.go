@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -17,6 +18,8 @@ const logoutCookie = "oidcrp_logout"
 //     end_session_endpoint, sends the browser there (OpenID Connect
 //     RP-Initiated Logout 1.0) with id_token_hint (or client_id when the ID
 //     token did not fit the cookie), post_logout_redirect_uri and state;
+//     a provider that did not register the post-logout redirect URI gets
+//     no such request: the browser sees our signed-out page instead;
 //   - GET with state is the provider sending the browser back;
 //   - GET without state shows a sign-out button, so that a cross-site link
 //     cannot sign users out.
@@ -56,6 +59,17 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			rp.log.Warn("oidcrp: provider unavailable; ended the local session only", "err", err)
 		}
+		http.Redirect(w, r, done, http.StatusSeeOther)
+		return
+	}
+	if rp.cfg.ClientID == "" && !slices.Contains(c.creds.Metadata.PostLogoutRedirectURIs, rp.cfg.PostLogoutRedirectURL) {
+		// The provider did not register our post-logout redirect URI (the
+		// registration response lists every registered value, RFC 7591
+		// §3.2.1). Naming it would get the user the provider's error page;
+		// leaving it out would strand the user on the provider's pages. Our
+		// own signed-out page it is; the provider's session stays.
+		rp.log.Info("oidcrp: ended the local session only: the provider did not register the post-logout redirect URI",
+			"client_id", c.creds.ClientID, "post_logout_redirect_uri", rp.cfg.PostLogoutRedirectURL)
 		http.Redirect(w, r, done, http.StatusSeeOther)
 		return
 	}

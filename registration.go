@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -303,12 +304,42 @@ func (e *RegistrationError) Unwrap() error { return e.Err }
 
 // clientInfo is a client information response (RFC 7591 §3.2.1, RFC 7592 §3).
 type clientInfo struct {
-	ClientID                string       `json:"client_id"`
-	ClientSecret            string       `json:"client_secret"`
-	ClientSecretExpiresAt   *json.Number `json:"client_secret_expires_at"`
-	ClientIDIssuedAt        *json.Number `json:"client_id_issued_at"`
-	RegistrationAccessToken string       `json:"registration_access_token"`
-	RegistrationClientURI   string       `json:"registration_client_uri"`
+	ClientID                string          `json:"client_id"`
+	ClientSecret            string          `json:"client_secret"`
+	ClientSecretExpiresAt   json.RawMessage `json:"client_secret_expires_at"` // see unixSeconds
+	ClientIDIssuedAt        json.RawMessage `json:"client_id_issued_at"`
+	RegistrationAccessToken string          `json:"registration_access_token"`
+	RegistrationClientURI   string          `json:"registration_client_uri"`
+}
+
+// unixSeconds decodes client_id_issued_at or client_secret_expires_at: a
+// number of seconds since 1970-01-01T00:00:00Z (RFC 7591 §3.2.1). Some
+// providers send it as a JSON string ("1767225600", "0"), others with a
+// fraction (1767225600.0); both are accepted, the fraction dropped. Absent
+// or null, it is not set. Anything else (garbage, a negative number) is an
+// error naming the member and its value, as taking it for "not set" could
+// turn an expiring secret into one that never expires.
+func unixSeconds(name string, raw json.RawMessage) (sec int64, set bool, err error) {
+	s := string(raw)
+	if s == "" || s == "null" {
+		return 0, false, nil
+	}
+	if strings.HasPrefix(s, `"`) && json.Unmarshal(raw, &s) != nil {
+		s = string(raw)
+	}
+	bad := fmt.Errorf("bad %s %q: want seconds since 1970 as a number", name, truncate(s, 40))
+	// The text of a non-negative JSON number, whether it came bare or quoted.
+	if s == "" || s[0] < '0' || s[0] > '9' || !json.Valid([]byte(s)) {
+		return 0, true, bad
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, true, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f >= 1<<53 {
+		return 0, true, bad
+	}
+	return int64(f), true, nil
 }
 
 // registrar talks to a provider's registration endpoint and client
@@ -473,6 +504,16 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 	if info.ClientID == "" {
 		return nil, refuse("response has no client_id")
 	}
+	if meta.TokenEndpointAuthMethod == "" {
+		// The provider accepted the request without saying which method it
+		// registered. RFC 7591 §3.2.1 has it return every registered value,
+		// those it replaced included, so an absent member replaced nothing:
+		// use the method asked for. OIDC DCR §2's client_secret_basic is the
+		// default of a request that names none, which ours never is; taking it
+		// here would fail the first login of a client that asked for
+		// client_secret_post.
+		meta.TokenEndpointAuthMethod = want.TokenEndpointAuthMethod
+	}
 	if prev != nil && info.ClientID != prev.ClientID {
 		return nil, refuse("client_id changed from %q to %q", prev.ClientID, info.ClientID)
 	}
@@ -527,17 +568,19 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 	default:
 		return nil, refuse("unsupported token_endpoint_auth_method %q", m)
 	}
-	if info.ClientSecretExpiresAt != nil {
-		sec, err := info.ClientSecretExpiresAt.Int64()
-		if err != nil || sec < 0 {
-			return nil, refuse("bad client_secret_expires_at %q", *info.ClientSecretExpiresAt)
-		}
+	sec, set, err := unixSeconds("client_secret_expires_at", info.ClientSecretExpiresAt)
+	if err != nil {
+		return nil, &RegistrationError{Err: err}
+	}
+	if set {
 		c.ClientSecretExpiresAt = timeOrZero(sec)
 	}
-	if info.ClientIDIssuedAt != nil {
-		if sec, err := info.ClientIDIssuedAt.Int64(); err == nil {
-			c.ClientIDIssuedAt = timeOrZero(sec)
-		}
+	sec, set, err = unixSeconds("client_id_issued_at", info.ClientIDIssuedAt)
+	if err != nil {
+		return nil, &RegistrationError{Err: err}
+	}
+	if set {
+		c.ClientIDIssuedAt = timeOrZero(sec)
 	}
 	return c, nil
 }

@@ -1095,6 +1095,31 @@ func TestHooks(t *testing.T) {
 	}
 }
 
+// TestRegistrationRequestHook: the client is registered with the metadata the
+// hook leaves, on registration and on RFC 7592 update alike.
+func TestRegistrationRequestHook(t *testing.T) {
+	e := newEnv(t, Options{RegistrationRequest: func(m map[string]any) {
+		delete(m, "post_logout_redirect_uris")
+		m["token_endpoint_auth_method"] = "client_secret_post"
+	}}, "")
+	reg := e.register(clientMeta("client_secret_basic", map[string]any{"post_logout_redirect_uris": []string{redirectURI}}))
+	if _, ok := reg["post_logout_redirect_uris"]; ok || reg["token_endpoint_auth_method"] != "client_secret_post" {
+		t.Errorf("registration response %v", reg)
+	}
+	c := e.p.Clients()[0]
+	if len(c.PostLogoutRedirectURIs) != 0 || c.AuthMethod != "client_secret_post" {
+		t.Errorf("registered %+v", c)
+	}
+	update := clientMeta("client_secret_basic", map[string]any{"post_logout_redirect_uris": []string{redirectURI}, "client_id": c.ID})
+	resp, body := e.sendJSON(http.MethodPut, reg["registration_client_uri"].(string), c.RegistrationAccessToken, update)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("update: %d %v", resp.StatusCode, body)
+	}
+	if c := e.p.Clients()[0]; len(c.PostLogoutRedirectURIs) != 0 || c.AuthMethod != "client_secret_post" {
+		t.Errorf("updated %+v", c)
+	}
+}
+
 func TestIssuerWithPath(t *testing.T) {
 	e := newEnv(t, Options{AutoLogin: true}, "/oidc")
 	if !strings.HasSuffix(e.p.Issuer(), "/oidc") {

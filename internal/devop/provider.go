@@ -153,6 +153,12 @@ type Options struct {
 
 	// Discovery modifies the discovery document.
 	Discovery func(doc map[string]any)
+	// RegistrationRequest modifies the client metadata of every registration
+	// (POST /register) and RFC 7592 update (PUT) request before the provider
+	// validates it: the client is registered with what the hook leaves, as by
+	// a provider that ignores or overrides part of what a client asks for
+	// (for example, deleting post_logout_redirect_uris registers none).
+	RegistrationRequest func(metadata map[string]any)
 	// Registration modifies every response of the registration endpoint
 	// (POST /register), errors included: status and JSON body. The client is
 	// registered as the provider intended whatever the hook does.

@@ -333,6 +333,9 @@ func (p *Provider) handleRegister(w http.ResponseWriter, r *http.Request) {
 		respond(status, errorBody(merr.code, merr.description))
 		return
 	}
+	if p.opts.RegistrationRequest != nil {
+		p.opts.RegistrationRequest(req)
+	}
 	md, merr := p.parseMetadata(req)
 	if merr != nil {
 		respond(http.StatusBadRequest, errorBody(merr.code, merr.description))
@@ -401,6 +404,9 @@ func (p *Provider) handleClientConfiguration(w http.ResponseWriter, r *http.Requ
 	)
 	if method == http.MethodPut {
 		req, bodyStatus, bodyErr = readJSONObject(w, r)
+		if bodyErr == nil && p.opts.RegistrationRequest != nil {
+			p.opts.RegistrationRequest(req)
+		}
 	}
 
 	tok, hasToken := bearerToken(r)
