@@ -17,7 +17,6 @@ import (
 // RedirectURL from the request's Host, as the README once suggested.
 type hostTenantEnv struct {
 	t       *testing.T
-	op      *devop.Provider
 	tenants *Tenants
 	app     *httptest.Server
 	client  *http.Client

@@ -1038,7 +1038,7 @@ func TestSigningKeyOption(t *testing.T) {
 	if want := base64.RawURLEncoding.EncodeToString(tp); set.Keys[0].KeyID != want {
 		t.Errorf("kid %s, want the thumbprint %s", set.Keys[0].KeyID, want)
 	}
-	jws, err := jose.ParseSigned(e.p.SignJWT(map[string]any{"sub": "x"}, nil), []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(e.p.SignJWT(map[string]any{"sub": "x"}, nil), []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}
