@@ -273,3 +273,14 @@ func (l *lifecycle) orphans(s *Status) {
 	s.OrphanedRegistrations = l.dur.orphaned
 	l.dur.mu.Unlock()
 }
+
+// inheritOrphans carries the count of lost registrations over to the
+// lifecycle that replaces from, so that a rebuilt tenant still reports them.
+func (l *lifecycle) inheritOrphans(from *lifecycle) {
+	from.dur.mu.Lock()
+	n := from.dur.orphaned
+	from.dur.mu.Unlock()
+	l.dur.mu.Lock()
+	l.dur.orphaned += n
+	l.dur.mu.Unlock()
+}

@@ -212,3 +212,16 @@ func TestOrphanedRegistrationCounted(t *testing.T) {
 		t.Errorf("the same orphan is counted again by the next start: %d", s.OrphanedRegistrations)
 	}
 }
+
+// TestOrphanCountSurvivesRebuild: a tenant rebuilt after a configuration
+// change keeps reporting the lost registrations its predecessor found.
+func TestOrphanCountSurvivesRebuild(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{}, Config{})
+	e.rp.lc.dur.orphaned = 1
+	next := e.newRP(Config{})
+	next.lc.inherit(e.rp.lc)
+	if n := next.Status().OrphanedRegistrations; n != 1 {
+		t.Errorf("OrphanedRegistrations = %d after a rebuild, want 1", n)
+	}
+}

@@ -331,6 +331,7 @@ func (l *lifecycle) inherit(from *lifecycle) {
 	l.mu.Lock()
 	l.failures, l.retryAt, l.lastErr, l.lastVerify, l.lastRenewal = failures, retryAt, lastErr, lastVerify, lastRenewal
 	l.mu.Unlock()
+	l.inheritOrphans(from)
 }
 
 // close stops the periodic maintenance.
