@@ -149,6 +149,9 @@ func TestHeldCredentialsYieldToPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	mine := e.rp.Status().ClientID
+	e.rp.lc.dur.mu.Lock()
+	e.rp.lc.dur.timer.Stop() // the background save must not beat the peer
+	e.rp.lc.dur.mu.Unlock()
 	store.set(false)
 	e.clock.Advance(time.Second)
 	peer := e.newRP(Config{Store: store})
