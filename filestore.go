@@ -10,11 +10,19 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/oidcrp/oidcrp/internal/keyedmutex"
 )
+
+// staleTempAge is the age past which a temporary file beside the store file
+// is taken for the remains of a writer that crashed before renaming it. A
+// live writer holds its temporary file for milliseconds.
+const staleTempAge = 10 * time.Minute
 
 // fileStoreVersion is the version of the document a FileStore writes and
 // the only one it reads.
@@ -46,7 +54,10 @@ var processLocks keyedmutex.Mutex
 // the whole file while holding an exclusive lock on the sibling file
 // path+".lock"; they write a temporary file in the same directory, sync it
 // and rename it over path, so readers never see a partially written file and
-// need no lock; if path is a symbolic link, the link itself is replaced by
+// need no lock. A writer that crashes between the two steps leaves its
+// temporary file (path+".tmp-" and digits) behind: such files older than ten
+// minutes are removed by every Save and Delete and by the first Load of a
+// FileStore. If path is a symbolic link, the link itself is replaced by
 // the new file. A missing file stores nothing. A file that cannot be decoded
 // makes Load, Save and Delete return an error wrapping ErrCorruptStore and
 // naming the path; Save and Delete then leave the file untouched.
@@ -63,7 +74,8 @@ var processLocks keyedmutex.Mutex
 //
 // Use NewFileStore to create a FileStore; it is safe for concurrent use.
 type FileStore struct {
-	path string
+	path  string
+	swept atomic.Bool // stale temporary files were looked for
 }
 
 // NewFileStore returns a FileStore keeping its values in the file at path.
@@ -77,6 +89,9 @@ func NewFileStore(path string) *FileStore {
 func (s *FileStore) Load(ctx context.Context, key string) ([]byte, error) {
 	if err := s.check(ctx, key); err != nil {
 		return nil, err
+	}
+	if !s.swept.Load() && s.swept.CompareAndSwap(false, true) {
+		s.removeStaleTemp()
 	}
 	entries, err := s.read()
 	if err != nil {
@@ -194,6 +209,8 @@ func (s *FileStore) update(ctx context.Context, change func(entries map[string][
 		return s.wrap(err)
 	}
 	defer unlock()
+	s.swept.Store(true)
+	s.removeStaleTemp()
 
 	entries, err := s.read()
 	if err != nil {
@@ -237,6 +254,29 @@ func (s *FileStore) replace(data []byte) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// removeStaleTemp removes the temporary files of writers that crashed before
+// renaming them: regular files named like those replace creates, older than
+// staleTempAge. Failures are ignored; the next write tries again.
+func (s *FileStore) removeStaleTemp() {
+	dir, base := filepath.Split(s.path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := base + ".tmp-"
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTempAge {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // writeSynced makes f a private file holding data, flushed to stable

@@ -84,12 +84,15 @@ type lifecycle struct {
 	lastRenewal time.Time  // last replacement of a client the provider rejected
 	timer       *time.Timer
 	closed      bool
+
+	dur durability // credentials the store refused, intents to register
 }
 
 // client returns the current client, setting it up or renewing its
 // credentials first when needed. A failure wraps ErrUnavailable.
 func (l *lifecycle) client(ctx context.Context) (*client, error) {
 	l.used.Store(true)
+	l.flushSoon() // credentials the store refused, once it accepts writes again
 	now := l.now()
 	if c := l.cur.Load(); c != nil && (c.renewAt.IsZero() || now.Before(c.renewAt)) {
 		return c, nil
@@ -392,6 +395,8 @@ func (l *lifecycle) maintain(ctx context.Context, check bool) {
 		}
 		l.checking.Unlock()
 	}
+	l.flush(ctx)
+	l.reviewIntent(ctx, false)
 	l.cleanupSuperseded(ctx)
 }
 
@@ -405,6 +410,7 @@ func (l *lifecycle) inherit(from *lifecycle) {
 	l.mu.Lock()
 	l.failures, l.retryAt, l.lastErr, l.lastVerify, l.lastRenewal = failures, retryAt, lastErr, lastVerify, lastRenewal
 	l.mu.Unlock()
+	l.inheritOrphans(from)
 }
 
 // close stops the periodic maintenance.
@@ -437,6 +443,9 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 	stored, err := l.load(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
+	}
+	if prev == nil {
+		l.reviewIntent(ctx, false) // a registration a previous process lost
 	}
 	dead := "" // a stored client the provider no longer knows
 	if l.usable(stored, fp) {
@@ -490,12 +499,16 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 				if fresh.ClientID != other.ClientID && fresh.RegistrationClientURI != "" {
 					l.deleteSuperseded(ctx, fresh)
 				}
+				l.clearIntent(ctx)
 				return other, l.renewAt(other), nil
 			}
 		}
 		// The provider issued them; losing them would orphan a client, so use
 		// them in this process and report the store failure loudly.
 		l.log.Error("oidcrp: storing client credentials failed; they live in this process only", "client_id", fresh.ClientID, "err", err)
+		l.hold(fresh) // saved as soon as the store accepts writes again
+	} else {
+		l.settled(ctx, fresh)
 	}
 	l.cleanupSuperseded(ctx)
 	return fresh, l.renewAt(fresh), nil
@@ -579,11 +592,16 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 		}
 		l.log.Warn("oidcrp: renewing the registration failed; registering anew", "op", op, "client_id", stored.ClientID, "err", err)
 	}
+	abandon, err := l.intend(ctx, want, fp) // also checks that the store can keep the result
+	if err != nil {
+		return nil, err
+	}
 	start := l.now()
 	c, err := l.traced(ctx, opRegistration, "", func(ctx context.Context) (*credentials, error) {
 		return g.register(ctx, l.cfg.Issuer, disc.RegistrationEndpoint, string(l.cfg.InitialAccessToken), want)
 	})
 	if err != nil {
+		abandon()
 		l.log.Error("oidcrp: client registration failed", "err", err)
 		return nil, err
 	}
@@ -767,7 +785,10 @@ func (l *lifecycle) checkRegistration(ctx context.Context, disc *discovery, c *c
 	}
 	if fresh.ClientSecret != c.ClientSecret || fresh.RegistrationAccessToken != c.RegistrationAccessToken || fresh.RegistrationClientURI != c.RegistrationClientURI {
 		if err := l.save(ctx, fresh); err != nil {
-			l.log.Error("oidcrp: storing rotated client credentials failed", "client_id", c.ClientID, "err", err)
+			l.log.Error("oidcrp: storing rotated client credentials failed; they live in this process only", "client_id", c.ClientID, "err", err)
+			l.hold(fresh)
+		} else {
+			l.settled(ctx, fresh)
 		}
 	}
 	return fresh, true

@@ -333,6 +333,13 @@ type Status struct {
 	LastError       string    `json:"last_error,omitempty"`       // of the last failed setup
 	RetryAt         time.Time `json:"retry_at,omitzero"`          // next setup attempt after a failure
 
+	// OrphanedRegistrations counts registrations this process found that
+	// were made but never stored: a process registered a client and stopped
+	// before the store kept its credentials, so the client is left at the
+	// provider, unused. Each is counted once, by the process that finds it,
+	// and logged as a warning naming the time of the registration.
+	OrphanedRegistrations int `json:"orphaned_registrations,omitempty"`
+
 	// SecretExpiresIn is SecretExpiresAt less the time of the Status call:
 	// zero when the secret never expires (or there is none yet), negative
 	// once it has expired. JSON carries secret_expires_at instead.
@@ -343,6 +350,7 @@ type Status struct {
 func (rp *RP) Status() Status {
 	s := Status{Issuer: rp.cfg.Issuer, Tenant: rp.tenant}
 	rp.lc.status(&s)
+	rp.lc.orphans(&s)
 	return s
 }
 
