@@ -35,7 +35,6 @@ type durability struct {
 	next     time.Time  // no on-demand save before then
 	delay    time.Duration
 	timer    *time.Timer
-	flushing bool
 	intent   string // ID of the intent this process recorded and has not cleared
 	orphaned int    // registrations found lost
 }
@@ -179,28 +178,22 @@ func (l *lifecycle) hold(creds *credentials) {
 	}
 }
 
-// flushSoon saves held credentials in the background, at most once per
-// flushEvery. It costs one atomic load when nothing is held.
+// flushSoon brings the background save forward, at most once per
+// flushEvery, so that a request after an outage saves held credentials at
+// once rather than at the timer's backed-off time. It starts no goroutine
+// and costs one atomic load when nothing is held.
 func (l *lifecycle) flushSoon() {
 	if l.dur.pending.Load() == nil {
 		return
 	}
 	l.dur.mu.Lock()
+	defer l.dur.mu.Unlock()
 	now := l.now()
-	if l.dur.flushing || now.Before(l.dur.next) {
-		l.dur.mu.Unlock()
+	if l.dur.timer == nil || now.Before(l.dur.next) {
 		return
 	}
-	l.dur.next, l.dur.flushing = now.Add(flushEvery), true
-	l.dur.mu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		l.flush(ctx)
-		l.dur.mu.Lock()
-		l.dur.flushing = false
-		l.dur.mu.Unlock()
-	}()
+	l.dur.next = now.Add(flushEvery)
+	l.dur.timer.Reset(0)
 }
 
 // flushLater is the background timer: it saves held credentials and, while
