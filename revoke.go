@@ -24,12 +24,15 @@ import (
 // Keys are opaque strings of at most 64 bytes. Revoke records that the
 // sessions named by key ended at time at (sessions of a subject that start
 // later are not affected); the entry may be forgotten after until.
-// Recording a key again keeps the later of each time.
+// Recording a key again keeps the later of each time. Times are kept to the
+// millisecond at least.
 //
 // Revoked returns the entries recorded after the cursor since ("" for all)
-// and the cursor to pass next time. It may return an entry again, never
-// leave one out, and may leave out entries past their until. It is called
-// twice a second by every process, so it must be cheap when nothing changed.
+// and the cursor to pass next time. It may return an entry again (such as
+// one recorded while the read that returned since ran), never leave one
+// out, and may leave out entries past their until; when nothing was
+// recorded since, it returns none. It is called twice a second by every
+// process, so it must be cheap when nothing changed.
 //
 // The package storetest checks an implementation against this contract.
 type Revoker interface {

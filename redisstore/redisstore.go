@@ -42,6 +42,18 @@
 // Prefix contains no braces). Use a Redis without key eviction
 // (maxmemory-policy noeviction): an evicted value is a lost registration.
 //
+// # Revocations
+//
+// Store implements oidcrp.Revoker: a logout at one replica is refused at
+// every other within the relying party's poll interval (half a second). The
+// record is a version counter, a hash of entries and two sorted sets (by
+// version and by expiry) under the keys <prefix>{revocations}:meta,
+// :entries, :order and :expiry, written and read by one Lua script each, so
+// it is consistent under any number of writing replicas, needs no lock, and
+// a read of an unchanged record is one round trip that returns the version
+// only. Every write removes expired entries, so the record holds only the
+// sessions a logout still has to refuse.
+//
 // # Contexts
 //
 // Every method checks its context before talking to Redis, and Lock stops
@@ -128,6 +140,7 @@ type Store struct {
 var (
 	_ oidcrp.CredentialStore = (*Store)(nil)
 	_ oidcrp.Locker          = (*Store)(nil)
+	_ oidcrp.Revoker         = (*Store)(nil)
 )
 
 // lease is one acquisition of a lock by a Store.

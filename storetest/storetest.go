@@ -1,5 +1,6 @@
 // Package storetest checks implementations of oidcrp.CredentialStore, and of
-// oidcrp.Locker when a store provides it, against their documented contract.
+// oidcrp.Locker and oidcrp.Revoker when a store provides them, against their
+// documented contract.
 //
 // A store implementation's tests call Run:
 //
@@ -35,7 +36,9 @@ const hangTimeout = 10 * time.Second
 // Run runs the conformance tests against stores made by newStore, which is
 // called once per subtest and must return an empty store isolated from every
 // other store it returns. The Locker subtests are skipped when the store does
-// not implement oidcrp.Locker.
+// not implement oidcrp.Locker, and the Revoker subtests when it does not
+// implement oidcrp.Revoker. The Revoker subtests take about a second, as
+// they wait for entries to expire.
 func Run(t *testing.T, newStore func(t *testing.T) oidcrp.CredentialStore) {
 	t.Helper()
 	tests := []struct {
@@ -60,6 +63,12 @@ func Run(t *testing.T, newStore func(t *testing.T) oidcrp.CredentialStore) {
 		{"Locker/CancelledContext", lockerTest(testLockCancelledContext)},
 		{"Locker/UnlockTwice", lockerTest(testUnlockTwice)},
 		{"Locker/KeysIndependent", lockerTest(testLockKeysIndependent)},
+	}
+	for _, rt := range revokerTests {
+		tests = append(tests, struct {
+			name string
+			fn   func(t *testing.T, s oidcrp.CredentialStore)
+		}{rt.name, revokerTest(rt.fn)})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
