@@ -137,6 +137,23 @@ type Config struct {
 	// the application receives it). Default: "/logout".
 	LogoutPath string
 
+	// BackchannelLogoutPath is where the provider POSTs logout tokens
+	// (OpenID Connect Back-Channel Logout 1.0), on RedirectURL's origin. It
+	// is registered as the backchannel_logout_uri when the provider
+	// supports back-channel logout, and answered by the middleware and by
+	// [RP.BackchannelLogoutHandler]. Default: "backchannel-logout" next to
+	// LogoutPath, so "/backchannel-logout" with the default LogoutPath.
+	BackchannelLogoutPath string
+
+	// FrontchannelLogoutPath is the page the provider loads in an iframe at
+	// logout (OpenID Connect Front-Channel Logout 1.0), on RedirectURL's
+	// origin. It is registered as the frontchannel_logout_uri when the
+	// provider supports front-channel logout but not back-channel logout,
+	// and answered by the middleware and by
+	// [RP.FrontchannelLogoutHandler]. Default: "frontchannel-logout" next
+	// to LogoutPath, so "/frontchannel-logout" with the default LogoutPath.
+	FrontchannelLogoutPath string
+
 	// PostLogoutRedirectURL is registered as the post-logout redirect URI.
 	// Default: the origin of RedirectURL + LogoutPath.
 	PostLogoutRedirectURL string
@@ -181,14 +198,15 @@ type RP struct {
 	lc           *lifecycle // the provider client
 	keys         *keyring   // cookie keys; shared by Tenants
 	sessions     *sessionCache
-	revocations  *revocations // ended sessions; shared by Tenants
-	longestSeen  atomic.Int64 // longest ID token-bound session seen, in ns
+	revocations  *revocations            // ended sessions; shared by Tenants
+	longestSeen  atomic.Int64            // longest ID token-bound session seen, in ns
 	refreshes    inflight[string, *User] // by session id
 	redirectPath string
 	secure       bool
 	now          func() time.Time
 	tenant       string       // set by Tenants
 	unanswered   atomic.Int64 // unix ns of the first login started since one last completed; 0: none
+	frontchannel rateLimit    // front-channel logout requests that name a provider session
 }
 
 // New validates cfg and returns an RP. It does no network or store I/O:
@@ -233,6 +251,19 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 	}
 	if !strings.HasPrefix(cfg.LogoutPath, "/") || cfg.LogoutPath == ru.Path {
 		return nil, fmt.Errorf("oidcrp: LogoutPath %q must be a path distinct from the callback path", cfg.LogoutPath)
+	}
+	dir := cfg.LogoutPath[:strings.LastIndexByte(cfg.LogoutPath, '/')+1]
+	if cfg.BackchannelLogoutPath == "" {
+		cfg.BackchannelLogoutPath = dir + "backchannel-logout"
+	}
+	if cfg.FrontchannelLogoutPath == "" {
+		cfg.FrontchannelLogoutPath = dir + "frontchannel-logout"
+	}
+	for _, p := range []struct{ name, path string }{{"BackchannelLogoutPath", cfg.BackchannelLogoutPath}, {"FrontchannelLogoutPath", cfg.FrontchannelLogoutPath}} {
+		if !strings.HasPrefix(p.path, "/") || p.path == ru.Path || p.path == cfg.LogoutPath ||
+			cfg.BackchannelLogoutPath == cfg.FrontchannelLogoutPath {
+			return nil, fmt.Errorf("oidcrp: %s %q must be a path distinct from the callback path, LogoutPath and each other", p.name, p.path)
+		}
 	}
 	if cfg.PostLogoutRedirectURL == "" {
 		cfg.PostLogoutRedirectURL = ru.Scheme + "://" + ru.Host + cfg.LogoutPath
@@ -354,7 +385,8 @@ func (rp *RP) Status() Status {
 // error says so.
 func (rp *RP) Decommission(ctx context.Context) error { return rp.lc.decommission(ctx) }
 
-// ServeHTTP answers the callback path and the logout path; any other path
+// ServeHTTP answers the callback path, the logout path and the back- and
+// front-channel logout paths; any other path
 // gets 404, except an authorization response that was routed elsewhere (see
 // [RP.Require]). A path matches as the handler sees it (r.URL.Path) or as the
 // server received it (r.RequestURI), so the RP may be mounted as it is, e.g.
@@ -367,7 +399,8 @@ func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveOwn answers the RP's own paths, and an authorization response
+// serveOwn answers the RP's own paths (callback, logout, back- and
+// front-channel logout), and an authorization response
 // wherever it arrives, and reports whether it did.
 func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 	received := receivedPath(r)
@@ -376,6 +409,10 @@ func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 		rp.handleCallback(w, r)
 	case atPath(r, received, rp.cfg.LogoutPath):
 		rp.handleLogout(w, r)
+	case atPath(r, received, rp.cfg.BackchannelLogoutPath):
+		rp.handleBackchannelLogout(w, r)
+	case atPath(r, received, rp.cfg.FrontchannelLogoutPath):
+		rp.handleFrontchannelLogout(w, r)
 	case isAuthResponse(r):
 		rp.misrouted(w, r)
 	default:
