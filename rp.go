@@ -21,10 +21,11 @@
 //	log.Fatal(http.ListenAndServe(":8080", mux))
 //
 // [RP.Require] and [RP.Optional] answer the callback path (the path of
-// Config.RedirectURL) and Config.LogoutPath themselves; [RP] is also an
-// http.Handler for those two paths, and [RP.CallbackHandler] and
-// [RP.LogoutHandler] serve one each, for applications that route them
-// themselves.
+// Config.RedirectURL), Config.LogoutPath and the paths of back- and
+// front-channel logout themselves; [RP] is also an http.Handler for those
+// paths, and [RP.CallbackHandler], [RP.LogoutHandler],
+// [RP.BackchannelLogoutHandler] and [RP.FrontchannelLogoutHandler] serve one
+// each, for applications that route them themselves.
 package oidcrp
 
 import (
