@@ -3,8 +3,11 @@ package oidcrp
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -405,4 +408,100 @@ func TestLogoutPathsConfig(t *testing.T) {
 			t.Errorf("New accepted %+v", cfg)
 		}
 	}
+}
+
+// Under Tenants, a back-channel logout naming only the subject ends its
+// sessions in that tenant only, though another tenant signs the same
+// subject in at the same provider; the default path of path-routed tenants
+// follows their LogoutPath.
+func TestBackchannelLogoutTenantScoped(t *testing.T) {
+	t.Parallel()
+	op, srv := newOP(t, devop.Options{AutoLogin: true, Discovery: func(doc map[string]any) {
+		doc["backchannel_logout_supported"] = true
+	}})
+	e := &tenantEnv{t: t, ops: map[string]*devop.Provider{"a": op, "b": op}, store: new(MemoryStore)}
+	e.app = newTLSServer(nil)
+	t.Cleanup(e.app.Close)
+	tenant := func(id string) Tenant {
+		return Tenant{ID: id, Issuer: op.Issuer(), RedirectURL: e.app.URL + "/t/" + id + "/callback", LogoutPath: "/t/" + id + "/logout"}
+	}
+	var err error
+	e.tenants, err = NewTenants(TenantsConfig{
+		Resolve: func(r *http.Request) (Tenant, error) {
+			id, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/t/"), "/")
+			return tenant(id), nil
+		},
+		AllowIssuer: func(string) bool { return true },
+		Base:        Config{Store: e.store, HTTPClient: srv.Client(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app.Config.Handler = e.tenants.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := UserFromContext(r.Context())
+		fmt.Fprintf(w, "%s@%s", u.Subject, u.Issuer)
+	}))
+	jar, _ := cookiejar.New(nil)
+	e.browser = &http.Client{Jar: jar, Transport: srv.Client().Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	cookies := map[string]*http.Cookie{}
+	for _, id := range []string{"a", "b"} {
+		if status, body := e.login("/t/" + id + "/home"); status != http.StatusOK {
+			t.Fatalf("tenant %s: %d %s", id, status, body)
+		}
+		rp, _ := e.tenants.For(tenant(id))
+		for _, c := range jar.Cookies(mustURL(t, e.app.URL)) {
+			if c.Name == rp.cfg.SessionName {
+				cookies[id] = c
+			}
+		}
+		if cookies[id] == nil {
+			t.Fatalf("no session cookie for tenant %s", id)
+		}
+	}
+	replay := func(id string) int {
+		req, _ := http.NewRequest(http.MethodGet, e.app.URL+"/t/"+id+"/home", nil)
+		req.AddCookie(&http.Cookie{Name: cookies[id].Name, Value: cookies[id].Value})
+		resp, err := (&http.Client{Transport: srv.Client().Transport}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	rpA, _ := e.tenants.For(tenant("a"))
+	if m := op.Clients()[0].Metadata; m["backchannel_logout_uri"] != e.app.URL+"/t/a/backchannel-logout" {
+		t.Errorf("tenant a registered backchannel_logout_uri %v", m["backchannel_logout_uri"])
+	}
+	now := time.Now()
+	tok := op.SignJWT(map[string]any{
+		"iss": op.Issuer(), "aud": rpA.clientID(), "iat": now.Unix(), "jti": randomString(), "sub": "demo-user",
+		"events": map[string]any{backchannelLogoutEvent: map[string]any{}},
+	}, logoutJWT)
+	req, _ := http.NewRequest(http.MethodPost, e.app.URL+"/t/a/backchannel-logout", strings.NewReader(url.Values{"logout_token": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := (&http.Client{Transport: srv.Client().Transport}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("back-channel logout at tenant a: %d", resp.StatusCode)
+	}
+	if got := replay("a"); got != http.StatusUnauthorized {
+		t.Errorf("tenant a's session after its back-channel logout: %d, want 401", got)
+	}
+	if got := replay("b"); got != http.StatusOK {
+		t.Errorf("tenant b's session after tenant a's back-channel logout: %d, want 200", got)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
