@@ -49,7 +49,8 @@ const (
 // token with sid ends every session started in that provider session; one
 // with only sub ends every session of that subject at this provider (under
 // [Tenants], in the tenant only). It answers 200 with "Cache-Control:
-// no-store", or 400 with a JSON error for a request it refuses.
+// no-store", 400 with a JSON error for a request it refuses, or 503 when it
+// cannot check the token now (the provider or the store is unavailable).
 func (rp *RP) BackchannelLogoutHandler() http.Handler {
 	return http.HandlerFunc(rp.handleBackchannelLogout)
 }
