@@ -27,6 +27,12 @@ type discovery struct {
 	GrantTypesSupported               []string `json:"grant_types_supported"`
 	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
 	AuthorizationResponseIssSupported bool     `json:"authorization_response_iss_parameter_supported"`
+
+	// Back-Channel Logout 1.0 §2.1 and Front-Channel Logout 1.0 §3.
+	BackchannelLogoutSupported         bool `json:"backchannel_logout_supported"`
+	BackchannelLogoutSessionSupported  bool `json:"backchannel_logout_session_supported"`
+	FrontchannelLogoutSupported        bool `json:"frontchannel_logout_supported"`
+	FrontchannelLogoutSessionSupported bool `json:"frontchannel_logout_session_supported"`
 }
 
 // discover fetches the discovery document of issuer and checks it: the

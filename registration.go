@@ -22,12 +22,13 @@ import (
 const maxResponseBytes = 1 << 20
 
 // ClientMetadata is the client metadata of OpenID Connect Dynamic Client
-// Registration 1.0 §2, RFC 7591 §2 and RP-Initiated Logout 1.0 that the
-// relying party acts on or the provider alone interprets. Empty fields are
+// Registration 1.0 §2, RFC 7591 §2, RP-Initiated Logout 1.0, Back-Channel
+// Logout 1.0 and Front-Channel Logout 1.0 that the relying party acts on or
+// the provider alone interprets. Empty fields are
 // omitted from a registration request. Metadata the type does not model
 // (localized names such as "client_name#ja", provider extensions, or
 // features the relying party does not implement, such as encrypted ID
-// tokens, request objects or front- and back-channel logout) goes in Extra;
+// tokens or request objects) goes in Extra;
 // Extra never overrides a modelled field.
 type ClientMetadata struct {
 	RedirectURIs              []string `json:"redirect_uris,omitempty"`
@@ -53,6 +54,15 @@ type ClientMetadata struct {
 	SoftwareVersion           string   `json:"software_version,omitempty"`
 	SoftwareStatement         string   `json:"software_statement,omitempty"`
 	PostLogoutRedirectURIs    []string `json:"post_logout_redirect_uris,omitempty"`
+
+	// Back-Channel Logout 1.0 §2.2: where the provider POSTs logout tokens,
+	// and whether they must name the provider's session (sid).
+	BackchannelLogoutURI             string `json:"backchannel_logout_uri,omitempty"`
+	BackchannelLogoutSessionRequired bool   `json:"backchannel_logout_session_required,omitempty"`
+	// Front-Channel Logout 1.0 §2: the page the provider loads in an iframe
+	// at logout, and whether it must carry iss and sid.
+	FrontchannelLogoutURI             string `json:"frontchannel_logout_uri,omitempty"`
+	FrontchannelLogoutSessionRequired bool   `json:"frontchannel_logout_session_required,omitempty"`
 
 	// Extra holds any other metadata, sent as top-level members and filled
 	// from unknown members of a response.
@@ -602,6 +612,19 @@ func wantMetadata(cfg *Config, disc *discovery) (ClientMetadata, error) {
 	}
 	if m.PostLogoutRedirectURIs == nil && disc.EndSessionEndpoint != "" {
 		m.PostLogoutRedirectURIs = []string{cfg.PostLogoutRedirectURL}
+	}
+	origin := redirectOrigin(cfg.RedirectURL)
+	switch {
+	case m.BackchannelLogoutURI != "" || m.FrontchannelLogoutURI != "":
+		// Set by the application: registered as they are.
+	case disc.BackchannelLogoutSupported:
+		m.BackchannelLogoutURI = origin + cfg.BackchannelLogoutPath
+		m.BackchannelLogoutSessionRequired = m.BackchannelLogoutSessionRequired || disc.BackchannelLogoutSessionSupported
+	case disc.FrontchannelLogoutSupported:
+		// Only for providers without back-channel logout: it needs no
+		// browser, and third-party cookies play no part in it.
+		m.FrontchannelLogoutURI = origin + cfg.FrontchannelLogoutPath
+		m.FrontchannelLogoutSessionRequired = m.FrontchannelLogoutSessionRequired || disc.FrontchannelLogoutSessionSupported
 	}
 	if m.ResponseTypes == nil {
 		m.ResponseTypes = []string{"code"}

@@ -21,10 +21,11 @@
 //	log.Fatal(http.ListenAndServe(":8080", mux))
 //
 // [RP.Require] and [RP.Optional] answer the callback path (the path of
-// Config.RedirectURL) and Config.LogoutPath themselves; [RP] is also an
-// http.Handler for those two paths, and [RP.CallbackHandler] and
-// [RP.LogoutHandler] serve one each, for applications that route them
-// themselves.
+// Config.RedirectURL), Config.LogoutPath and the paths of back- and
+// front-channel logout themselves; [RP] is also an http.Handler for those
+// paths, and [RP.CallbackHandler], [RP.LogoutHandler],
+// [RP.BackchannelLogoutHandler] and [RP.FrontchannelLogoutHandler] serve one
+// each, for applications that route them themselves.
 package oidcrp
 
 import (
@@ -137,6 +138,23 @@ type Config struct {
 	// the application receives it). Default: "/logout".
 	LogoutPath string
 
+	// BackchannelLogoutPath is where the provider POSTs logout tokens
+	// (OpenID Connect Back-Channel Logout 1.0), on RedirectURL's origin. It
+	// is registered as the backchannel_logout_uri when the provider
+	// supports back-channel logout, and answered by the middleware and by
+	// [RP.BackchannelLogoutHandler]. Default: "backchannel-logout" next to
+	// LogoutPath, so "/backchannel-logout" with the default LogoutPath.
+	BackchannelLogoutPath string
+
+	// FrontchannelLogoutPath is the page the provider loads in an iframe at
+	// logout (OpenID Connect Front-Channel Logout 1.0), on RedirectURL's
+	// origin. It is registered as the frontchannel_logout_uri when the
+	// provider supports front-channel logout but not back-channel logout,
+	// and answered by the middleware and by
+	// [RP.FrontchannelLogoutHandler]. Default: "frontchannel-logout" next
+	// to LogoutPath, so "/frontchannel-logout" with the default LogoutPath.
+	FrontchannelLogoutPath string
+
 	// PostLogoutRedirectURL is registered as the post-logout redirect URI.
 	// Default: the origin of RedirectURL + LogoutPath.
 	PostLogoutRedirectURL string
@@ -189,6 +207,7 @@ type RP struct {
 	now          func() time.Time
 	tenant       string       // set by Tenants
 	unanswered   atomic.Int64 // unix ns of the first login started since one last completed; 0: none
+	frontchannel rateLimit    // front-channel logout requests that name a provider session
 }
 
 // New validates cfg and returns an RP. It does no network or store I/O:
@@ -233,6 +252,19 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 	}
 	if !strings.HasPrefix(cfg.LogoutPath, "/") || cfg.LogoutPath == ru.Path {
 		return nil, fmt.Errorf("oidcrp: LogoutPath %q must be a path distinct from the callback path", cfg.LogoutPath)
+	}
+	dir := cfg.LogoutPath[:strings.LastIndexByte(cfg.LogoutPath, '/')+1]
+	if cfg.BackchannelLogoutPath == "" {
+		cfg.BackchannelLogoutPath = dir + "backchannel-logout"
+	}
+	if cfg.FrontchannelLogoutPath == "" {
+		cfg.FrontchannelLogoutPath = dir + "frontchannel-logout"
+	}
+	for _, p := range []struct{ name, path string }{{"BackchannelLogoutPath", cfg.BackchannelLogoutPath}, {"FrontchannelLogoutPath", cfg.FrontchannelLogoutPath}} {
+		if !strings.HasPrefix(p.path, "/") || p.path == ru.Path || p.path == cfg.LogoutPath ||
+			cfg.BackchannelLogoutPath == cfg.FrontchannelLogoutPath {
+			return nil, fmt.Errorf("oidcrp: %s %q must be a path distinct from the callback path, LogoutPath and each other", p.name, p.path)
+		}
 	}
 	if cfg.PostLogoutRedirectURL == "" {
 		cfg.PostLogoutRedirectURL = ru.Scheme + "://" + ru.Host + cfg.LogoutPath
@@ -362,7 +394,8 @@ func (rp *RP) Status() Status {
 // error says so.
 func (rp *RP) Decommission(ctx context.Context) error { return rp.lc.decommission(ctx) }
 
-// ServeHTTP answers the callback path and the logout path; any other path
+// ServeHTTP answers the callback path, the logout path and the back- and
+// front-channel logout paths; any other path
 // gets 404, except an authorization response that was routed elsewhere (see
 // [RP.Require]). A path matches as the handler sees it (r.URL.Path) or as the
 // server received it (r.RequestURI), so the RP may be mounted as it is, e.g.
@@ -375,7 +408,8 @@ func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveOwn answers the RP's own paths, and an authorization response
+// serveOwn answers the RP's own paths (callback, logout, back- and
+// front-channel logout), and an authorization response
 // wherever it arrives, and reports whether it did.
 func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 	received := receivedPath(r)
@@ -384,6 +418,10 @@ func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 		rp.handleCallback(w, r)
 	case atPath(r, received, rp.cfg.LogoutPath):
 		rp.handleLogout(w, r)
+	case atPath(r, received, rp.cfg.BackchannelLogoutPath):
+		rp.handleBackchannelLogout(w, r)
+	case atPath(r, received, rp.cfg.FrontchannelLogoutPath):
+		rp.handleFrontchannelLogout(w, r)
 	case isAuthResponse(r):
 		rp.misrouted(w, r)
 	default:

@@ -24,6 +24,8 @@ const (
 	opLoginStart         = "login_start"         // redirecting a browser to the provider
 	opLogin              = "login"               // a callback: Stop when the login completed, Exception when rejected
 	opLogout             = "logout"              // ending a session
+	opBackchannelLogout  = "backchannel_logout"  // a logout token from the provider
+	opFrontchannelLogout = "frontchannel_logout" // a front-channel logout request
 )
 
 // Event describes an operation. It never carries secrets, codes or tokens.
@@ -41,7 +43,11 @@ type Event struct {
 	//   - "login_start": redirecting a browser to the provider;
 	//   - "login": a callback, stopped when the login completed, an
 	//     exception when it was rejected;
-	//   - "logout": ending a session.
+	//   - "logout": ending a session;
+	//   - "backchannel_logout": a logout token the provider POSTed
+	//     (Back-Channel Logout 1.0), an exception when it was refused;
+	//   - "frontchannel_logout": a front-channel logout request
+	//     (Front-Channel Logout 1.0), an exception when it was refused.
 	Op       string
 	Issuer   string
 	Tenant   string        // "" for a single-tenant RP

@@ -70,6 +70,11 @@ type Options struct {
 	// email, groups, ...) in ID tokens; by default they are only returned by
 	// the userinfo endpoint.
 	IDTokenScopeClaims bool
+	// BackchannelLogout enables OpenID Connect Back-Channel Logout 1.0: at
+	// a confirmed logout, the provider POSTs a logout token to every client
+	// of the provider session that registered a backchannel_logout_uri
+	// (loopback URIs included).
+	BackchannelLogout bool
 	// ExtraArgs are appended to the provider.mjs command line.
 	ExtraArgs []string
 }
@@ -158,6 +163,9 @@ func (o Options) Args() []string {
 	}
 	if o.IDTokenScopeClaims {
 		args = append(args, "--id-token-scope-claims")
+	}
+	if o.BackchannelLogout {
+		args = append(args, "--backchannel-logout")
 	}
 	return append(args, o.ExtraArgs...)
 }

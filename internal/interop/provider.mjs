@@ -9,6 +9,7 @@
 //                     [--refresh-token-ttl S] [--clock-tolerance S]
 //                     [--rotate-registration-access-token true|false]
 //                     [--logout auto|form] [--id-token-scope-claims]
+//                     [--backchannel-logout]
 //
 // Every flag can also be given through the environment as OP_<FLAG> with the
 // flag name upper-cased and dashes turned into underscores (for example
@@ -33,6 +34,8 @@
 //   --id-token-scope-claims   Also put the claims of the granted scopes (name, email, ...)
 //                             in the ID token. Default: only in the userinfo response, as
 //                             OpenID Connect Core 5.4 asks when an access token is issued.
+//   --backchannel-logout      Enable OpenID Connect Back-Channel Logout 1.0 (see below).
+//                             Default: off.
 //
 // Output: exactly one line on stdout, "READY <issuer>", once the server listens.
 // Everything else (errors, one line per login/consent, provider notices) goes to
@@ -66,6 +69,18 @@
 //   refresh tokens stop working) and the next authorization request goes through the
 //   interaction URL again.
 //
+// Back-channel logout (--backchannel-logout). Discovery says
+//   backchannel_logout_supported and backchannel_logout_session_supported; clients may
+//   register backchannel_logout_uri (http allowed) and backchannel_logout_session_required,
+//   and then get a "sid" claim in their ID tokens (one sid per client and provider
+//   session). When a logout is confirmed, the provider POSTs a logout token (typ
+//   logout+jwt, signed like the client's ID tokens, exp 120 s, sid when required) to the
+//   backchannel_logout_uri of every client signed in through that provider session, and
+//   waits for the answers (2.5 s at most each) before answering the browser; a failure
+//   is logged on stderr ("backchannel.error"). oidc-provider refuses to send requests to
+//   special-use addresses such as loopback (SSRF protection); this script lets its
+//   requests to 127.0.0.1 and ::1 through, so that RPs on loopback ports can be reached.
+//
 // Client secret expiry (--secret-lifetime S). The registration response carries
 //   client_secret_expires_at = issue time + S; the provider's own check then rejects
 //   client_secret_basic / client_secret_post at the token endpoint with 401
@@ -98,6 +113,7 @@ const FLAGS = {
   'rotate-registration-access-token': { type: 'string', default: 'true' },
   logout: { type: 'string', default: 'auto' },
   'id-token-scope-claims': { type: 'boolean', default: false },
+  'backchannel-logout': { type: 'boolean', default: false },
 };
 
 function fail(msg) {
@@ -159,6 +175,7 @@ function readConfig() {
     rotateRegistrationAccessToken: bool('rotate-registration-access-token'),
     logout: values.logout,
     idTokenScopeClaims: bool('id-token-scope-claims'),
+    backchannelLogout: bool('backchannel-logout'),
   };
 }
 
@@ -242,6 +259,19 @@ function buildProvider(issuer) {
       Grant: 24 * 60 * 60,
     },
 
+    // The provider's own requests (back-channel logout tokens) go through
+    // an SSRF-protected dispatcher that refuses loopback addresses; the
+    // relying parties under test listen on loopback, so requests to it go
+    // without that dispatcher.
+    fetch: (url, options) => {
+      const { hostname } = new URL(url);
+      if (['127.0.0.1', '[::1]', 'localhost'].includes(hostname)) {
+        const { dispatcher, ...rest } = options;
+        return globalThis.fetch(url, rest);
+      }
+      return globalThis.fetch(url, options);
+    },
+
     interactions: {
       url: (_ctx, interaction) => `${cfg.prefix}/interaction/${interaction.uid}`,
     },
@@ -273,6 +303,7 @@ function buildProvider(issuer) {
           ctx.body = '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Signed out</title></head><body><h1>Signed out</h1></body></html>';
         },
       },
+      backchannelLogout: { enabled: cfg.backchannelLogout },
       userinfo: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: false },
@@ -310,10 +341,11 @@ function buildProvider(issuer) {
   });
 
   provider.on('server_error', (_ctx, err) => console.error('server_error:', err));
+  provider.on('backchannel.success', (_ctx, client) => console.error(`backchannel.success: client=${client.clientId}`));
   for (const event of [
     'authorization.error', 'grant.error', 'registration_create.error', 'registration_read.error',
     'registration_update.error', 'registration_delete.error', 'end_session.error', 'userinfo.error',
-    'revocation.error', 'jwks.error', 'discovery.error',
+    'revocation.error', 'jwks.error', 'discovery.error', 'backchannel.error',
   ]) {
     provider.on(event, (_ctx, err) => console.error(`${event}: ${err.error || err.name}: ${err.error_description || err.message}`));
   }
