@@ -68,7 +68,9 @@ type lifecycle struct {
 	setup inflight[struct{}, *client]
 	used  atomic.Bool // a client was asked for since the last maintenance
 
-	checking sync.Mutex // one check of the registration at a time
+	checking sync.Mutex  // one check of the registration at a time
+	failing  episode     // failed setups, logged once per outage
+	stale    atomic.Bool // using credentials whose renewal failed was logged
 
 	mu          sync.Mutex // guards the fields below
 	failures    int        // consecutive failed setups
@@ -93,8 +95,13 @@ func (l *lifecycle) client(ctx context.Context) (*client, error) {
 		return c, nil
 	}
 	if cur := l.cur.Load(); cur != nil && !cur.gone && !cur.creds.expiresWithin(now, 0) {
-		// Renewal failed (store or provider down) but the secret still works.
-		l.log.Warn("oidcrp: renewing the client failed; using the current credentials until they expire", "client_id", cur.creds.ClientID,
+		// Renewal failed (store or provider down) but the secret still works:
+		// said once until a setup succeeds, not once per request.
+		level := slog.LevelDebug
+		if !l.stale.Swap(true) {
+			level = slog.LevelWarn
+		}
+		l.log.Log(ctx, level, "oidcrp: renewing the client failed; using the current credentials until they expire", "client_id", cur.creds.ClientID,
 			"expires_at", cur.creds.ClientSecretExpiresAt, "err", err)
 		return cur, nil
 	}
@@ -124,9 +131,12 @@ func (l *lifecycle) connect(ctx context.Context) (*client, error) {
 			l.failures++
 			l.lastErr = err
 			l.retryAt = l.now().Add(backoff(l.failures))
+			l.failing.failed(l.log, l.now(), "oidcrp: client setup failed", err, "retry_in", backoff(l.failures))
 			return nil, err
 		}
 		l.failures, l.lastErr, l.retryAt = 0, nil, time.Time{}
+		l.failing.ended(l.log, l.now(), "oidcrp: client setup works again", "client_id", c.creds.ClientID)
+		l.stale.Store(false)
 		if l.timer == nil && !l.closed {
 			l.timer = time.AfterFunc(checkEvery, l.tick)
 		}
@@ -326,6 +336,7 @@ func (l *lifecycle) inherit(from *lifecycle) {
 	l.mu.Lock()
 	l.failures, l.retryAt, l.lastErr, l.lastVerify, l.lastRenewal = failures, retryAt, lastErr, lastVerify, lastRenewal
 	l.mu.Unlock()
+	l.failing.copyFrom(&from.failing)
 }
 
 // close stops the periodic maintenance.
@@ -505,7 +516,8 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 		return g.register(ctx, l.cfg.Issuer, disc.RegistrationEndpoint, string(l.cfg.InitialAccessToken), want)
 	})
 	if err != nil {
-		l.log.Error("oidcrp: client registration failed", "err", err)
+		// Debug: the failed setup is logged once per episode with this error.
+		l.log.Debug("oidcrp: client registration failed", "err", err)
 		return nil, err
 	}
 	l.log.Info("oidcrp: registered client", "client_id", c.ClientID, "auth_method", c.authMethod(),
