@@ -323,6 +323,7 @@ func (l *lifecycle) maintain(ctx context.Context, check bool) {
 		}
 		l.checking.Unlock()
 	}
+	l.followReplicas(ctx)
 	l.cleanupSuperseded(ctx)
 }
 
@@ -360,7 +361,12 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 	if disc.RegistrationEndpoint == "" {
 		return nil, time.Time{}, errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 	}
-	want, err := wantMetadata(l.cfg, disc)
+	own, err := wantMetadata(l.cfg, disc)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	// Register the URIs of every live replica sharing the store, not only ours.
+	want, err := l.replicaMetadata(ctx, own, true)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -393,6 +399,11 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 		if stored, err = l.load(ctx); err != nil {
 			return nil, time.Time{}, err
 		}
+		// A replica may have recorded its URIs while we waited.
+		if want, err = l.replicaMetadata(ctx, own, false); err != nil {
+			return nil, time.Time{}, err
+		}
+		fp = fingerprint(l.cfg.Issuer, want)
 		if l.usable(stored, fp) && stored.ClientID != dead {
 			return stored, l.renewAt(stored), nil
 		}
@@ -821,6 +832,7 @@ func (l *lifecycle) decommission(ctx context.Context) error {
 	if err := l.cfg.Store.Delete(ctx, l.cfg.StoreKey); err != nil {
 		return fmt.Errorf("oidcrp: decommission: %w", err)
 	}
+	_ = l.cfg.Store.Delete(ctx, l.urisKey()) // the replicas' URIs went with the registration
 	l.cur.Store(nil)
 	return remoteErr
 }
