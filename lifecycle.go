@@ -131,7 +131,7 @@ func (l *lifecycle) connect(ctx context.Context) (*client, error) {
 			l.failures++
 			l.lastErr = err
 			l.retryAt = l.now().Add(backoff(l.failures))
-			l.failing.failed(l.log, l.now(), "oidcrp: client setup failed", err, "retry_in", backoff(l.failures))
+			l.failing.failed(l.log, slog.LevelError, l.now(), "oidcrp: client setup failed", err, "retry_in", backoff(l.failures))
 			return nil, err
 		}
 		l.failures, l.lastErr, l.retryAt = 0, nil, time.Time{}

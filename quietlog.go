@@ -1,6 +1,7 @@
 package oidcrp
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
@@ -11,9 +12,9 @@ import (
 const failureReportEvery = 10 * time.Minute
 
 // episode logs a failure that repeats once per episode rather than once per
-// attempt: the first failure at error level with its cause; while it goes
-// on, one line per failureReportEvery counting the failures since the last
-// line; and one line when it ends, counting those not reported yet. An
+// attempt: the first failure with its cause; while it goes on, one line per
+// failureReportEvery counting the failures since the last line; and one
+// line when it ends, counting those not reported yet. An
 // outage that lasts an hour costs seven lines, whatever the traffic. The
 // zero value is ready to use.
 type episode struct {
@@ -25,23 +26,23 @@ type episode struct {
 	unreported int       // failures since the last line
 }
 
-// failed records a failure, logging msg with err and args when it starts
-// an episode, and a count when failureReportEvery has passed since the
-// last line. It reports whether it logged.
-func (e *episode) failed(log *slog.Logger, now time.Time, msg string, err error, args ...any) bool {
+// failed records a failure, logging msg at level with err and args when it
+// starts an episode, and a count when failureReportEvery has passed since
+// the last line. It reports whether it logged.
+func (e *episode) failed(log *slog.Logger, level slog.Level, now time.Time, msg string, err error, args ...any) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.total++
 	if !e.active {
 		e.active, e.since, e.reported, e.total, e.unreported = true, now, now, 1, 0
-		log.Error(msg, append(args, "err", err)...)
+		log.Log(context.Background(), level, msg, append(args, "err", err)...)
 		return true
 	}
 	e.unreported++
 	if now.Sub(e.reported) < failureReportEvery {
 		return false
 	}
-	log.Error(msg+"; still failing", append(args, "err", err, "failed_more", e.unreported,
+	log.Log(context.Background(), level, msg+"; still failing", append(args, "err", err, "failed_more", e.unreported,
 		"failures", e.total, "since", e.since.UTC().Format(time.RFC3339))...)
 	e.reported, e.unreported = now, 0
 	return true

@@ -157,3 +157,32 @@ func TestStaleCredentialsWarnedOnce(t *testing.T) {
 		t.Errorf("want one warning for 10 logins with the current credentials, got %d:\n%s", len(warned), e.logs)
 	}
 }
+
+// TestRefreshFailureLoggedOncePerEpisode: while the token endpoint is
+// down, every request of a session whose access token expired tries a
+// refresh; the failure is logged once, and its end once.
+func TestRefreshFailureLoggedOncePerEpisode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute, AccessTokenLifetime: 5 * time.Minute}, Config{KeepTokens: true})
+	e.login("/")
+	up := e.opSrv.Config.Handler
+	e.opSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+	})
+	e.clock.Advance(5 * time.Minute) // the access token expired, the session has not
+	for range 10 {
+		if status, _, _ := e.apiGet("/api"); status != http.StatusOK {
+			t.Fatalf("refresh failing at a down provider: %d", status)
+		}
+	}
+	if warned := logLines(e.logs.String(), "level=WARN", "refreshing sessions' tokens failed"); len(warned) != 1 {
+		t.Errorf("want one warning for 10 failed refreshes, got %d:\n%s", len(warned), e.logs)
+	}
+	e.opSrv.Config.Handler = up
+	if status, _, _ := e.apiGet("/api"); status != http.StatusOK {
+		t.Fatalf("after the provider came back: %d", status)
+	}
+	if len(logLines(e.logs.String(), "level=INFO", "refreshing sessions' tokens works again", "failed_more=9")) != 1 {
+		t.Errorf("the end of the episode is not reported:\n%s", e.logs)
+	}
+}

@@ -183,6 +183,7 @@ type RP struct {
 	keys         *keyring   // cookie keys; shared by Tenants
 	sessions     *sessionCache
 	refreshes    inflight[string, *User] // by session id
+	refreshFail  episode                 // failed token refreshes, logged once per outage
 	redirectPath string
 	secure       bool
 	now          func() time.Time

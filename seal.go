@@ -105,7 +105,7 @@ func (k *keyring) sealer(ctx context.Context) (*sealer, error) {
 		if len(keys) == 0 {
 			var err error
 			if keys, err = k.shared(ctx); err != nil {
-				k.failing.failed(k.log, time.Now(), "oidcrp: session keys unavailable", err)
+				k.failing.failed(k.log, slog.LevelError, time.Now(), "oidcrp: session keys unavailable", err)
 				return nil, &unavailableError{cause: err, retryAfter: time.Second}
 			}
 			k.failing.ended(k.log, time.Now(), "oidcrp: session keys available again")
