@@ -88,7 +88,7 @@ func liveUnion(own []string, seen map[string]int64, now time.Time) []string {
 // replicaRefresh ago.
 func (l *lifecycle) recordURIs(ctx context.Context, own ClientMetadata, now time.Time) (*replicaURIs, error) {
 	rec, err := l.loadURIs(ctx)
-	if err != nil || fresh(rec, own, now) {
+	if err != nil || recentlyRecorded(rec, own, now) {
 		return rec, err
 	}
 	if lk, ok := l.cfg.Store.(Locker); ok {
@@ -118,9 +118,9 @@ func (l *lifecycle) recordURIs(ctx context.Context, own ClientMetadata, now time
 	return rec, nil
 }
 
-// fresh reports whether every URI of own was recorded less than
+// recentlyRecorded reports whether every URI of own was recorded less than
 // replicaRefresh before now.
-func fresh(rec *replicaURIs, own ClientMetadata, now time.Time) bool {
+func recentlyRecorded(rec *replicaURIs, own ClientMetadata, now time.Time) bool {
 	for _, set := range []struct {
 		seen map[string]int64
 		own  []string
