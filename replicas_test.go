@@ -2,11 +2,14 @@ package oidcrp
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,16 +20,18 @@ import (
 // another origin and so configured with another RedirectURL (and
 // post-logout URL).
 type replicaPair struct {
-	e     *testEnv
-	store *MemoryStore
-	b     *RP
-	bSrv  *httptest.Server
+	e    *testEnv
+	b    *RP
+	bSrv *httptest.Server
 }
 
 func newReplicaPair(t *testing.T) *replicaPair {
-	store := new(MemoryStore)
+	return newReplicaPairOn(t, new(MemoryStore))
+}
+
+func newReplicaPairOn(t *testing.T, store CredentialStore) *replicaPair {
 	e := newEnv(t, devop.Options{}, Config{Store: store})
-	p := &replicaPair{e: e, store: store, bSrv: newTLSServer(nil)}
+	p := &replicaPair{e: e, bSrv: newTLSServer(nil)}
 	t.Cleanup(p.bSrv.Close)
 	p.b = e.newRP(Config{Store: store, RedirectURL: p.bSrv.URL + "/auth/callback"})
 	p.bSrv.Config.Handler = e.handler(p.b)
@@ -147,5 +152,57 @@ func TestReplicaURIsDroppedAfterWindow(t *testing.T) {
 	p.loginAt(e.app.URL)
 	if s := e.op.Stats(); s.Registration != 1 || s.RegistrationUpdate != 3 {
 		t.Errorf("%d registrations and %d updates after the return, want 1 and 3\n%s", s.Registration, s.RegistrationUpdate, e.logs)
+	}
+}
+
+// recordDownStore fails to load the replicas' record while down is set.
+type recordDownStore struct {
+	MemoryStore
+	down atomic.Bool
+}
+
+func (s *recordDownStore) Load(ctx context.Context, key string) ([]byte, error) {
+	if strings.HasSuffix(key, "#uris") && s.down.Load() {
+		return nil, errors.New("store unreachable")
+	}
+	return s.MemoryStore.Load(ctx, key)
+}
+
+// TestUnreadableReplicaRecordDropsNothing: a replica that cannot read the
+// record of the replicas' URIs does not update the registration with its
+// own URIs alone: its maintenance leaves the registration as it is, and a
+// setup fails (and is retried) rather than drop the other's URIs.
+func TestUnreadableReplicaRecordDropsNothing(t *testing.T) {
+	t.Parallel()
+	store := &recordDownStore{}
+	p := newReplicaPairOn(t, store)
+	e := p.e
+	ctx := context.Background()
+	e.login("/")
+	p.loginAt(p.bSrv.URL)
+
+	store.down.Store(true)
+	e.rp.lc.maintain(ctx, true)
+	restarted := e.newRP(Config{Store: store})
+	e.app.Config.Handler = e.handler(restarted)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	resp := e.get(e.app.URL+"/", html)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("setup without the record: %d, want 503", resp.StatusCode)
+	}
+	if s := e.op.Stats(); s.RegistrationUpdate != 1 {
+		t.Fatalf("%d updates without the record, want 1 (the second replica's)\n%s", s.RegistrationUpdate, e.logs)
+	}
+	if redirect, _ := p.registered(); len(redirect) != 2 {
+		t.Fatalf("registered %q", redirect)
+	}
+
+	store.down.Store(false)
+	e.clock.Advance(time.Minute) // past the backoff
+	p.loginAt(e.app.URL)
+	p.loginAt(p.bSrv.URL)
+	if s := e.op.Stats(); s.Registration != 1 || s.RegistrationUpdate != 1 {
+		t.Errorf("%d registrations and %d updates once the record is back, want 1 and 1", s.Registration, s.RegistrationUpdate)
 	}
 }
