@@ -85,22 +85,30 @@ func liveUnion(own []string, seen map[string]int64, now time.Time) []string {
 // recordURIs records own's URIs as seen at now and forgets URIs not seen
 // for replicaWindow, under the store's lock when it has one. It returns the
 // record. It writes nothing when every URI of own was recorded less than
-// replicaRefresh ago.
+// replicaRefresh ago. An unreadable record is replaced by one holding the
+// URIs registered now, as seen now, so that none is dropped before its
+// replica could record it again.
 func (l *lifecycle) recordURIs(ctx context.Context, own ClientMetadata, now time.Time) (*replicaURIs, error) {
 	rec, err := l.loadURIs(ctx)
-	if err != nil || recentlyRecorded(rec, own, now) {
-		return rec, err
+	if err == nil && recentlyRecorded(rec, own, now) {
+		return rec, nil
 	}
 	if lk, ok := l.cfg.Store.(Locker); ok {
-		unlock, err := lk.Lock(ctx, l.urisKey())
-		if err != nil {
-			l.log.Warn("oidcrp: could not lock the record of the replicas' redirect URIs; not updating it", "err", err)
-			return rec, nil
+		unlock, lerr := lk.Lock(ctx, l.urisKey())
+		if lerr != nil {
+			l.log.Warn("oidcrp: could not lock the record of the replicas' redirect URIs; not updating it", "err", lerr)
+			return rec, err
 		}
 		defer unlock()
-		if rec, err = l.loadURIs(ctx); err != nil {
-			return nil, err
-		}
+		rec, err = l.loadURIs(ctx)
+	}
+	if errors.Is(err, ErrCorruptStore) {
+		l.log.Warn("oidcrp: the record of the replicas' redirect URIs is unreadable; starting it afresh with the URIs registered now",
+			"key", l.urisKey(), "err", err)
+		rec, err = l.seedURIs(ctx, now)
+	}
+	if err != nil {
+		return nil, err
 	}
 	for _, set := range []struct {
 		seen map[string]int64
@@ -136,8 +144,7 @@ func recentlyRecorded(rec *replicaURIs, own ClientMetadata, now time.Time) bool 
 }
 
 // loadURIs returns the record, empty when there is none. An unreadable
-// record is logged and taken for an empty one, which the next write
-// replaces: the replicas record their URIs again within checkEvery.
+// record is an error wrapping ErrCorruptStore.
 func (l *lifecycle) loadURIs(ctx context.Context) (*replicaURIs, error) {
 	rec := &replicaURIs{Version: 1, Redirect: map[string]int64{}, PostLogout: map[string]int64{}}
 	b, err := l.cfg.Store.Load(ctx, l.urisKey())
@@ -148,12 +155,33 @@ func (l *lifecycle) loadURIs(ctx context.Context) (*replicaURIs, error) {
 		return nil, fmt.Errorf("oidcrp: load the replicas' redirect URIs: %w", err)
 	}
 	var got replicaURIs
-	if err := json.Unmarshal(b, &got); err != nil || got.Version != 1 {
-		l.log.Warn("oidcrp: the record of the replicas' redirect URIs is unreadable; starting it afresh", "key", l.urisKey(), "err", err)
-		return rec, nil
+	if err := json.Unmarshal(b, &got); err != nil {
+		return nil, fmt.Errorf("%w: the replicas' redirect URIs: %v", ErrCorruptStore, err)
+	}
+	if got.Version != 1 {
+		return nil, fmt.Errorf("%w: the replicas' redirect URIs: version %d", ErrCorruptStore, got.Version)
 	}
 	maps.Copy(rec.Redirect, got.Redirect)
 	maps.Copy(rec.PostLogout, got.PostLogout)
+	return rec, nil
+}
+
+// seedURIs returns a record of the URIs of the stored registration, as seen
+// at now.
+func (l *lifecycle) seedURIs(ctx context.Context, now time.Time) (*replicaURIs, error) {
+	rec := &replicaURIs{Version: 1, Redirect: map[string]int64{}, PostLogout: map[string]int64{}}
+	stored, err := l.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if stored != nil && stored.Issuer == l.cfg.Issuer {
+		for _, u := range stored.Metadata.RedirectURIs {
+			rec.Redirect[u] = now.Unix()
+		}
+		for _, u := range stored.Metadata.PostLogoutRedirectURIs {
+			rec.PostLogout[u] = now.Unix()
+		}
+	}
 	return rec, nil
 }
 

@@ -206,3 +206,32 @@ func TestUnreadableReplicaRecordDropsNothing(t *testing.T) {
 		t.Errorf("%d registrations and %d updates once the record is back, want 1 and 1", s.Registration, s.RegistrationUpdate)
 	}
 }
+
+// TestCorruptReplicaRecordDropsNothing: an unreadable record of the
+// replicas' URIs is replaced by one holding the URIs registered now, so no
+// update drops a replica's URIs before it had the time to record them again.
+func TestCorruptReplicaRecordDropsNothing(t *testing.T) {
+	t.Parallel()
+	store := new(MemoryStore)
+	p := newReplicaPairOn(t, store)
+	e := p.e
+	ctx := context.Background()
+	e.login("/")
+	p.loginAt(p.bSrv.URL)
+	if err := store.Save(ctx, e.rp.lc.urisKey(), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour)
+	e.rp.lc.maintain(ctx, true)
+	p.loginAt(e.app.URL)
+	p.loginAt(p.bSrv.URL)
+	if s := e.op.Stats(); s.RegistrationUpdate != 1 {
+		t.Fatalf("%d updates after the record was found corrupt, want 1 (the second replica's)\n%s", s.RegistrationUpdate, e.logs)
+	}
+	if !strings.Contains(e.logs.String(), "unreadable; starting it afresh") {
+		t.Errorf("the corrupt record is not reported:\n%s", e.logs)
+	}
+	if b, err := store.Load(ctx, e.rp.lc.urisKey()); err != nil || !strings.Contains(string(b), p.bSrv.URL) {
+		t.Errorf("the rewritten record lacks the second replica: %s %v", b, err)
+	}
+}
