@@ -28,7 +28,7 @@ func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil, status == 0: // done, or the login was restarted
 	case status == http.StatusServiceUnavailable || status == http.StatusInternalServerError:
-		rp.log.Error("oidcrp: login failed", "err", err)
+		rp.logRefused("oidcrp: login failed", err)
 		rp.fail(w, r, status, err)
 	default:
 		rp.reject(w, r, status, err)

@@ -21,14 +21,14 @@ import (
 
 // Timing of the client's lifecycle.
 const (
-	setupTimeout    = 60 * time.Second // bounds one setup, which runs detached from the request that started it
-	cleanupTimeout  = 10 * time.Second // bounds deleting a superseded registration
-	renewRetry      = 30 * time.Second // next renewal attempt after one failed while the old secret still works
-	reregisterEvery = 30 * time.Second // at most one replacement of a rejected registration per period
-	verifyEvery     = 5 * time.Second  // at most one check on suspicion that the provider forgot the client
-	checkEvery      = time.Hour        // periodic maintenance while the client is in use
-	episode         = time.Hour        // refusals this close together are one episode
-	freshClient     = 5 * time.Minute  // a client registered this recently is fresh
+	setupTimeout     = 60 * time.Second // bounds one setup, which runs detached from the request that started it
+	cleanupTimeout   = 10 * time.Second // bounds deleting a superseded registration
+	renewRetry       = 30 * time.Second // next renewal attempt after one failed while the old secret still works
+	reregisterEvery  = 30 * time.Second // at most one replacement of a rejected registration per period
+	verifyEvery      = 5 * time.Second  // at most one check on suspicion that the provider forgot the client
+	checkEvery       = time.Hour        // periodic maintenance while the client is in use
+	rejectionEpisode = time.Hour        // refusals this close together are one episode
+	freshClient      = 5 * time.Minute  // a client registered this recently is fresh
 )
 
 // client is a ready client of the provider: its discovery document, the
@@ -74,7 +74,9 @@ type lifecycle struct {
 	setup inflight[struct{}, *client]
 	used  atomic.Bool // a client was asked for since the last maintenance
 
-	checking sync.Mutex // one check of the registration at a time
+	checking sync.Mutex  // one check of the registration at a time
+	failing  episode     // failed setups, logged once per outage
+	stale    atomic.Bool // using credentials whose renewal failed was logged
 
 	mu          sync.Mutex // guards the fields below
 	failures    int        // consecutive failed setups
@@ -102,8 +104,13 @@ func (l *lifecycle) client(ctx context.Context) (*client, error) {
 		return c, nil
 	}
 	if cur := l.cur.Load(); cur != nil && !cur.gone && !cur.creds.expiresWithin(now, 0) {
-		// Renewal failed (store or provider down) but the secret still works.
-		l.log.Warn("oidcrp: renewing the client failed; using the current credentials until they expire", "client_id", cur.creds.ClientID,
+		// Renewal failed (store or provider down) but the secret still works:
+		// said once until a setup succeeds, not once per request.
+		level := slog.LevelDebug
+		if !l.stale.Swap(true) {
+			level = slog.LevelWarn
+		}
+		l.log.Log(ctx, level, "oidcrp: renewing the client failed; using the current credentials until they expire", "client_id", cur.creds.ClientID,
 			"expires_at", cur.creds.ClientSecretExpiresAt, "err", err)
 		return cur, nil
 	}
@@ -133,9 +140,12 @@ func (l *lifecycle) connect(ctx context.Context) (*client, error) {
 			l.failures++
 			l.lastErr = err
 			l.retryAt = l.now().Add(backoff(l.failures))
+			l.failing.failed(l.log, slog.LevelError, l.now(), "oidcrp: client setup failed", err, "retry_in", backoff(l.failures))
 			return nil, err
 		}
 		l.failures, l.lastErr, l.retryAt = 0, nil, time.Time{}
+		l.failing.ended(l.log, l.now(), "oidcrp: client setup works again", "client_id", c.creds.ClientID)
+		l.stale.Store(false)
 		if l.timer == nil && !l.closed {
 			l.timer = time.AfterFunc(checkEvery, l.tick)
 		}
@@ -349,7 +359,7 @@ func (l *lifecycle) check(ctx context.Context, c *client, cause error) bool {
 	if c.creds.RegistrationClientURI == "" {
 		// Without RFC 7592 a refused client and a forgotten one look alike.
 		l.mu.Lock()
-		replacement := !l.lastRenewal.IsZero() && !c.creds.RegisteredAt.Before(l.lastRenewal) && l.now().Sub(l.lastRenewal) < episode
+		replacement := !l.lastRenewal.IsZero() && !c.creds.RegisteredAt.Before(l.lastRenewal) && l.now().Sub(l.lastRenewal) < rejectionEpisode
 		l.mu.Unlock()
 		if replacement {
 			l.log.Error("oidcrp: the provider refuses the client registered to replace a refused one; not registering again: this points at the provider or the client authentication, not a forgotten client",
@@ -397,6 +407,7 @@ func (l *lifecycle) maintain(ctx context.Context, check bool) {
 	}
 	l.flush(ctx)
 	l.reviewIntent(ctx, false)
+	l.followReplicas(ctx)
 	l.cleanupSuperseded(ctx)
 }
 
@@ -411,6 +422,7 @@ func (l *lifecycle) inherit(from *lifecycle) {
 	l.failures, l.retryAt, l.lastErr, l.lastVerify, l.lastRenewal = failures, retryAt, lastErr, lastVerify, lastRenewal
 	l.mu.Unlock()
 	l.inheritOrphans(from)
+	l.failing.copyFrom(&from.failing)
 }
 
 // close stops the periodic maintenance.
@@ -434,7 +446,12 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 	if disc.RegistrationEndpoint == "" {
 		return nil, time.Time{}, errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 	}
-	want, err := wantMetadata(l.cfg, disc)
+	own, err := wantMetadata(l.cfg, disc)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	// Register the URIs of every live replica sharing the store, not only ours.
+	want, err := l.replicaMetadata(ctx, own, true)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -470,6 +487,11 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 		if stored, err = l.load(ctx); err != nil {
 			return nil, time.Time{}, err
 		}
+		// A replica may have recorded its URIs while we waited.
+		if want, err = l.replicaMetadata(ctx, own, false); err != nil {
+			return nil, time.Time{}, err
+		}
+		fp = fingerprint(l.cfg.Issuer, want)
 		if l.usable(stored, fp) && stored.ClientID != dead {
 			return stored, l.renewAt(stored), nil
 		}
@@ -602,7 +624,8 @@ func (l *lifecycle) renew(ctx context.Context, disc *discovery, stored *credenti
 	})
 	if err != nil {
 		abandon()
-		l.log.Error("oidcrp: client registration failed", "err", err)
+		// Debug: the failed setup is logged once per episode with this error.
+		l.log.Debug("oidcrp: client registration failed", "err", err)
 		return nil, err
 	}
 	l.log.Info("oidcrp: registered client", "client_id", c.ClientID, "auth_method", c.authMethod(),
@@ -912,6 +935,7 @@ func (l *lifecycle) decommission(ctx context.Context) error {
 	if err := l.cfg.Store.Delete(ctx, l.cfg.StoreKey); err != nil {
 		return fmt.Errorf("oidcrp: decommission: %w", err)
 	}
+	_ = l.cfg.Store.Delete(ctx, l.urisKey()) // the replicas' URIs went with the registration
 	l.cur.Store(nil)
 	return remoteErr
 }

@@ -57,7 +57,7 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 	c, err := rp.lc.client(r.Context())
 	if err != nil || c.disc.EndSessionEndpoint == "" {
 		if err != nil {
-			rp.log.Warn("oidcrp: provider unavailable; ended the local session only", "err", err)
+			rp.log.Debug("oidcrp: provider unavailable; ended the local session only", "err", err) // the outage is logged once
 		}
 		http.Redirect(w, r, done, http.StatusSeeOther)
 		return

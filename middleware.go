@@ -129,7 +129,7 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 	err := rp.startLogin(ctx, w, r, returnTo, retried)
 	end(err)
 	if err != nil {
-		rp.log.Error("oidcrp: cannot start login", "err", err)
+		rp.logRefused("oidcrp: cannot start login", err)
 		rp.fail(w, r, http.StatusServiceUnavailable, err)
 	}
 }

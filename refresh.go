@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -39,7 +40,8 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 			// The provider could not be asked: keep the session and try
 			// again on a later request.
 			if first {
-				rp.log.Warn("oidcrp: refreshing the session's tokens failed; will retry", "sub", u.Subject, "err", err)
+				// Once per outage: every request of every session retries.
+				rp.refreshFail.failed(rp.log, slog.LevelWarn, rp.now(), "oidcrp: refreshing sessions' tokens failed; will retry", err, "sub", u.Subject)
 			}
 			if rp.now().Before(u.Expiry) {
 				return u
@@ -54,6 +56,9 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 		}
 		rp.endSession(w, r, nil)
 		return nil
+	}
+	if first {
+		rp.refreshFail.ended(rp.log, rp.now(), "oidcrp: refreshing sessions' tokens works again")
 	}
 	if rp.revokedMeanwhile(r.Context(), u) {
 		rp.endSession(w, r, nil) // a logout while the refresh was in flight wins

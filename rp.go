@@ -52,9 +52,11 @@ type Config struct {
 	Issuer string
 
 	// RedirectURL is the absolute URL of this application's callback, e.g.
-	// "https://app.example.com/auth/callback". It is registered as the only
-	// redirect URI, and its path is answered by the middleware. Cookies are
-	// marked Secure when it is https.
+	// "https://app.example.com/auth/callback". It is registered as the
+	// redirect URI (with those of Metadata.RedirectURIs, and those of the
+	// live replicas sharing Store that are configured with another one), and
+	// its path is answered by the middleware. Cookies are marked Secure when
+	// it is https.
 	RedirectURL string
 
 	// Scopes requested besides "openid", which is always sent.
@@ -202,6 +204,7 @@ type RP struct {
 	revocations  *revocations            // ended sessions; shared by Tenants
 	longestSeen  atomic.Int64            // longest ID token-bound session seen, in ns
 	refreshes    inflight[string, *User] // by session id
+	refreshFail  episode                 // failed token refreshes, logged once per outage
 	redirectPath string
 	secure       bool
 	now          func() time.Time

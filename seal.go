@@ -85,6 +85,7 @@ type keyring struct {
 	keys    []Secret // configured keys; none: generated and kept in store
 	store   CredentialStore
 	log     *slog.Logger
+	failing episode // failed loads, logged once per outage
 }
 
 // sealer returns the cookie sealer, loading or generating the session keys
@@ -104,9 +105,10 @@ func (k *keyring) sealer(ctx context.Context) (*sealer, error) {
 		if len(keys) == 0 {
 			var err error
 			if keys, err = k.shared(ctx); err != nil {
-				k.log.Error("oidcrp: session keys unavailable", "err", err)
+				k.failing.failed(k.log, slog.LevelError, time.Now(), "oidcrp: session keys unavailable", err)
 				return nil, &unavailableError{cause: err, retryAfter: time.Second}
 			}
+			k.failing.ended(k.log, time.Now(), "oidcrp: session keys available again")
 		}
 		s, err := newSealer(keys)
 		if err != nil {

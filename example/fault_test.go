@@ -5,13 +5,11 @@ package main
 import (
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,21 +78,6 @@ func fill(t *testing.T, path string) {
 	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "probe"), []byte("x"), 0o600); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("the file system is not full: writing a byte gave %v", err)
 	}
-}
-
-// buildExample builds the example binary for the test (the build cache
-// makes all but the first build a link).
-func buildExample(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	path := filepath.Join(t.TempDir(), "example")
-	if out, err := exec.Command(goTool, "build", "-o", path, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building the example: %v: %s", err, out)
-	}
-	return path
 }
 
 // exampleProcess is a running example binary.
@@ -184,16 +167,6 @@ func waitLog(t *testing.T, logs *lockedBuffer, substr string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // TestFaultFullDiskAtFirstRegistration: the file store's disk is full at the

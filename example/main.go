@@ -67,7 +67,7 @@ func run(args []string) error {
 	}
 	*publicURL = strings.TrimSuffix(*publicURL, "/")
 
-	cs, err := credentialStore(*store)
+	cs, err := credentialStore(*store, log)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func tenantsApp(ids []string, startProvider func() (string, error), publicURL, i
 	return mux, nil
 }
 
-func credentialStore(spec string) (oidcrp.CredentialStore, error) {
+func credentialStore(spec string, log *slog.Logger) (oidcrp.CredentialStore, error) {
 	switch {
 	case spec == "memory":
 		return new(oidcrp.MemoryStore), nil
@@ -204,7 +204,8 @@ func credentialStore(spec string) (oidcrp.CredentialStore, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-store %q: %w", spec, err)
 		}
-		return redisstore.New(redis.NewClient(opts), redisstore.Options{}), nil
+		// Logger: go-redis's own lines (failed dials…) in the app's log format.
+		return redisstore.New(redis.NewClient(opts), redisstore.Options{Logger: log}), nil
 	}
 	return nil, fmt.Errorf("unknown -store %q: use memory, file:PATH or redis://HOST:PORT/DB", spec)
 }

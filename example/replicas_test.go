@@ -1,112 +1,190 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
-	"net/url"
-	"os"
+	"net/http/cookiejar"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/oidcrp/oidcrp/internal/devop"
 )
 
-// TestExampleReplicasShareLogout runs two instances of the example as
-// replicas of one application behind a load balancer: the same -store
-// redis://…, the same -public-url, the first's embedded provider passed to
-// the second with -issuer. A browser signed in through one is signed in at
-// both; once it signs out at either, its session cookie, replayed to the
-// other (as a stale tab or a stolen cookie would be), is refused there
-// within a second.
-func TestExampleReplicasShareLogout(t *testing.T) {
-	addr := os.Getenv("OIDCRP_REDIS_ADDR")
-	if addr == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("OIDCRP_REDIS_ADDR is not set: run ./scripts/test.sh, which starts redis-server")
-		}
-		t.Skip("OIDCRP_REDIS_ADDR not set; ./scripts/test.sh starts redis-server")
+// replicaProc is one example process started by a replica test.
+type replicaProc struct {
+	args []string
+	base string // http://127.0.0.1:PORT
+	cmd  *exec.Cmd
+	out  *replicaLog
+	done chan struct{} // closed when the process has exited
+}
+
+// replicaLog collects a process's output.
+type replicaLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *replicaLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *replicaLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startReplica runs the example binary at addr with args and waits until it
+// answers.
+func startReplica(t *testing.T, bin, addr string, args ...string) *replicaProc {
+	t.Helper()
+	p := &replicaProc{args: args, base: "http://" + addr, out: &replicaLog{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, append([]string{"-addr", addr, "-public-url", p.base}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	store := "redis://" + addr + "/0"
-	a := start(t, "-store", store)
-	issuer := embeddedIssuer(t, a)
-	b := start(t, "-store", store, "-issuer", issuer, "-public-url", a)
-	replicas := []string{a, b}
-
-	for _, round := range []struct{ at, other int }{{0, 1}, {1, 0}} {
-		br := newBrowser(t)
-		if m := br.signIn(replicas[round.other] + "/me"); m.Sub != "demo-user" || m.Iss != issuer {
-			t.Fatalf("signed in through replica %d as %+v", round.other, m)
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.stop() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(p.base + "/me") // 401 without a session: no setup yet
+		if err == nil {
+			resp.Body.Close()
+			return p
 		}
-		// Cookies are per host, not per port: the browser is signed in at both.
-		for i, base := range replicas {
-			if resp, body := br.get(base+"/me", "application/json"); resp.StatusCode != http.StatusOK {
-				t.Fatalf("replica %d answered %d to a browser signed in through replica %d: %s", i, resp.StatusCode, round.other, body)
-			}
+		select {
+		case <-p.done:
+			t.Fatalf("the example at %s exited: %s", addr, p.out)
+		default:
 		}
-		u, _ := url.Parse(a)
-		session := br.c.Jar.Cookies(u)
-
-		logout, _ := http.NewRequest(http.MethodPost, replicas[round.at]+"/logout", nil)
-		logout.Header.Set("Origin", a) // the public origin of both
-		if _, body := br.do(logout); !strings.Contains(body, "signed out") {
-			t.Fatalf("logout at replica %d ended with: %s", round.at, body)
+		if time.Now().After(deadline) {
+			t.Fatalf("the example at %s does not answer: %v\n%s", addr, err, p.out)
 		}
-		start := time.Now()
-		if code := replay(t, replicas[round.at], session); code != http.StatusUnauthorized {
-			t.Fatalf("replica %d, which served the logout, answered %d to the old cookie", round.at, code)
-		}
-		for {
-			code := replay(t, replicas[round.other], session)
-			took := time.Since(start)
-			if code == http.StatusUnauthorized {
-				t.Logf("logout at replica %d refused at replica %d after %v", round.at, round.other, took.Round(time.Millisecond))
-				if took > time.Second {
-					t.Errorf("logout at replica %d refused at replica %d only after %v, want at most 1s", round.at, round.other, took)
-				}
-				break
-			}
-			if code != http.StatusOK {
-				t.Fatalf("replica %d answered %d to the old cookie", round.other, code)
-			}
-			if took > 2*time.Second {
-				t.Fatalf("logout at replica %d: replica %d still accepts the old cookie after %v; the revocation never reached it through Redis",
-					round.at, round.other, took.Round(time.Millisecond))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// embeddedIssuer returns the issuer of the development provider the
-// example at base started: where it sends a browser to sign in.
-func embeddedIssuer(t *testing.T, base string) string {
+// stop ends the process and waits for it.
+func (p *replicaProc) stop() {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// replicaBrowser is a fresh browser: its own cookies, redirects followed
+// (the provider signs in without a page).
+func replicaBrowser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 15 * time.Second}
+}
+
+// replicaSignIn signs a fresh browser in at p; t fails if it does not end
+// on /me as the demo user.
+func replicaSignIn(t *testing.T, p *replicaProc) {
 	t.Helper()
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, _ := http.NewRequest(http.MethodGet, base+"/", nil)
+	finishSignIn(t, p, replicaBrowser(), p.base+"/me")
+}
+
+// finishSignIn navigates b to target and checks it ends on /me as the demo
+// user.
+func finishSignIn(t *testing.T, p *replicaProc, b *http.Client, target string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, target, nil)
 	req.Header.Set("Accept", "text/html")
-	resp, err := c.Do(req)
+	resp, err := b.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("sign-in at %s: %v\n%s", p.base, err, p.out)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	loc, err := resp.Location()
-	if err != nil {
-		t.Fatalf("GET / answered %d without a redirect to the provider: %v", resp.StatusCode, err)
+	var me struct {
+		Sub string `json:"sub"`
 	}
-	return loc.Scheme + "://" + loc.Host
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &me) != nil || me.Sub != "demo-user" {
+		t.Fatalf("sign-in at %s ended at %s with %d: %.300s\nits log:\n%s", p.base, resp.Request.URL, resp.StatusCode, body, p.out)
+	}
 }
 
-// replay sends an API request for /me at base carrying only cookies, and
-// returns the status.
-func replay(t *testing.T, base string, cookies []*http.Cookie) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, base+"/me", nil)
-	req.Header.Set("Accept", "application/json")
-	for _, c := range cookies {
-		req.AddCookie(c)
+// TestExampleReplicasWithTwoPublicURLs runs two example processes sharing
+// one file store and one provider, reached at two public URLs: both keep
+// signing users in over several rounds, a login started at the first before
+// the second appears still completes, a restart changes nothing, and the
+// registration is updated once (to add the second URL), never back and
+// forth.
+func TestExampleReplicasWithTwoPublicURLs(t *testing.T) {
+	op, stopOP, err := devop.Start("127.0.0.1:0", "", devop.Options{AutoLogin: true})
+	if err != nil {
+		t.Fatal(err)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	t.Cleanup(stopOP)
+	bin := buildExample(t)
+	store := "file:" + filepath.Join(t.TempDir(), "oidc.json")
+	args := []string{"-issuer", op.Issuer(), "-store", store}
+
+	addrA := freeAddr(t)
+	a := startReplica(t, bin, addrA, args...)
+	replicaSignIn(t, a)
+
+	// A browser on its way through the provider to a when b starts.
+	inflight := replicaBrowser()
+	inflight.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, _ := http.NewRequest(http.MethodGet, a.base+"/me", nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := inflight.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	toProvider := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(toProvider, op.Issuer()) {
+		t.Fatalf("login start at a: %d to %q", resp.StatusCode, toProvider)
+	}
+
+	b := startReplica(t, bin, freeAddr(t), args...)
+	replicaSignIn(t, b)
+	inflight.CheckRedirect = nil
+	finishSignIn(t, a, inflight, toProvider)
+
+	for round := range 5 {
+		for range 3 {
+			replicaSignIn(t, a)
+			replicaSignIn(t, b)
+		}
+		if round == 2 { // a restarts: it finds the registration it needs
+			a.stop()
+			a = startReplica(t, bin, addrA, args...)
+		}
+	}
+
+	s := op.Stats()
+	if s.Registration != 1 || s.RegistrationUpdate != 1 {
+		t.Errorf("%d registrations and %d RFC 7592 updates, want 1 and 1 (adding the second URL)\nlog of a:\n%s\nlog of b:\n%s",
+			s.Registration, s.RegistrationUpdate, a.out, b.out)
+	}
+	clients := op.Clients()
+	if len(clients) != 1 {
+		t.Fatalf("%d clients at the provider", len(clients))
+	}
+	for _, p := range []*replicaProc{a, b} {
+		if !slices.Contains(clients[0].RedirectURIs, p.base+"/auth/callback") {
+			t.Errorf("registered redirect_uris %q lack %s", clients[0].RedirectURIs, p.base)
+		}
+		if strings.Contains(p.out.String(), "level=ERROR") {
+			t.Errorf("errors logged by %s:\n%s", p.base, p.out)
+		}
+	}
 }

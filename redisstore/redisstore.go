@@ -68,6 +68,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	mathrand "math/rand/v2"
 	"strings"
 	"sync"
@@ -116,6 +117,19 @@ type Options struct {
 	// Store holds (with ±25% jitter). Default DefaultPollInterval, 50
 	// milliseconds.
 	PollInterval time.Duration
+
+	// Logger, when set, receives the lines go-redis logs by itself, such as
+	// "failed to dial after 5 attempts", as warnings with the attribute
+	// logger=go-redis, instead of the unstructured lines go-redis writes to
+	// stderr by default. Pass the application's logger (oidcrp's
+	// Config.Logger) to keep one log format.
+	//
+	// go-redis has one logger for the whole process, not one per client:
+	// New installs it with redis.SetLogger, so it receives the lines of
+	// every go-redis client in the process, and the last Store created with
+	// a Logger wins. To choose otherwise, leave Logger nil and call
+	// redis.SetLogger(RedisLogger(l)) yourself.
+	Logger *slog.Logger
 }
 
 // Store is an oidcrp.CredentialStore and oidcrp.Locker kept in Redis. Create
@@ -169,6 +183,9 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	opts.LeaseTTL = max(opts.LeaseTTL, MinLeaseTTL).Truncate(time.Millisecond)
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
+	}
+	if opts.Logger != nil {
+		redis.SetLogger(RedisLogger(opts.Logger))
 	}
 	return &Store{
 		client: client,
