@@ -176,3 +176,66 @@ func ExampleRP_Require_stripPrefix() {
 	mux.Handle("/app/", http.StripPrefix("/app", rp.Require(app)))
 	log.Fatal(http.ListenAndServe(":8080", mux))
 }
+
+// One relying party per customer, each with its own identity provider. The
+// redirect URL comes from configuration, never from the request's Host
+// header, which the client controls.
+func ExampleNewTenants() {
+	type customer struct{ issuer, baseURL string }
+	customers := map[string]customer{
+		"acme":   {"https://login.acme.example", "https://acme.app.example"},
+		"globex": {"https://sso.globex.example", "https://globex.app.example"},
+	}
+	tenants, err := oidcrp.NewTenants(oidcrp.TenantsConfig{
+		Resolve: func(r *http.Request) (oidcrp.Tenant, error) {
+			for id, c := range customers {
+				if "https://"+r.Host == c.baseURL {
+					return oidcrp.Tenant{ID: id, Issuer: c.issuer, RedirectURL: c.baseURL + "/auth/callback"}, nil
+				}
+			}
+			return oidcrp.Tenant{}, fmt.Errorf("unknown host %q", r.Host)
+		},
+		AllowIssuer: func(issuer string) bool {
+			for _, c := range customers {
+				if c.issuer == issuer {
+					return true
+				}
+			}
+			return false
+		},
+		Base: oidcrp.Config{Store: oidcrp.NewFileStore("/var/lib/app/oidc.json")},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := oidcrp.UserFromContext(r.Context())
+		fmt.Fprintln(w, "hello", u.Subject, "of", u.Issuer)
+	})
+	log.Fatal(http.ListenAndServe(":8080", tenants.Require(app)))
+}
+
+// Offboarding: end every session of a user in every replica that shares
+// the store, and sign one session out without leaving the page.
+func ExampleRP_EndSessions() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/auth/callback",
+		Store:       oidcrp.NewFileStore("/var/lib/app/oidc.json"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	offboard := func(ctx context.Context, subject string) error {
+		return rp.EndSessions(ctx, subject) // their next request is not signed in
+	}
+	_ = offboard
+	http.Handle("POST /admin/end-my-session", rp.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := oidcrp.UserFromContext(r.Context())
+		if err := rp.EndSession(r.Context(), u); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "this session has ended")
+	})))
+}
