@@ -101,7 +101,9 @@ type Config struct {
 	// the session itself travels in a sealed cookie.
 	SessionStore sessions.Store
 
-	// SessionName is the session cookie's name. Default: "oidcrp".
+	// SessionName is the session cookie's name. Default: "oidcrp". When
+	// RedirectURL is https, the cookie's name is "__Host-" and SessionName,
+	// which browsers accept from the host itself only.
 	SessionName string
 
 	// SessionLifetime, when positive, ends sessions that long after login.
@@ -181,8 +183,8 @@ type RP struct {
 	lc           *lifecycle // the provider client
 	keys         *keyring   // cookie keys; shared by Tenants
 	sessions     *sessionCache
-	revocations  *revocations // ended sessions; shared by Tenants
-	longestSeen  atomic.Int64 // longest ID token-bound session seen, in ns
+	revocations  *revocations            // ended sessions; shared by Tenants
+	longestSeen  atomic.Int64            // longest ID token-bound session seen, in ns
 	refreshes    inflight[string, *User] // by session id
 	redirectPath string
 	secure       bool
@@ -228,6 +230,7 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 	if cfg.SessionName == "" {
 		cfg.SessionName = "oidcrp"
 	}
+	cfg.SessionName = hostCookieName(cfg.SessionName, ru.Scheme == "https")
 	if cfg.LogoutPath == "" {
 		cfg.LogoutPath = "/logout"
 	}
