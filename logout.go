@@ -10,15 +10,15 @@ import (
 	"time"
 )
 
-const logoutCookie = "oidcrp_logout"
-
-// logoutCookie names the cookie that carries a logout's state, and its
-// path: LogoutPath, or "/" as the __Host- prefix requires over https.
+// logoutCookie names the cookie that carries a logout's state after the
+// session cookie ("oidcrp_logout" by default, "__Host-oidcrp_logout" over
+// https; each tenant its own), and gives its path: LogoutPath, or "/" as
+// the __Host- prefix requires.
 func (rp *RP) logoutCookie() (name, path string) {
 	if rp.secure {
-		return hostCookieName(logoutCookie, true), "/"
+		return rp.cfg.SessionName + "_logout", "/"
 	}
-	return logoutCookie, rp.cfg.LogoutPath
+	return rp.cfg.SessionName + "_logout", rp.cfg.LogoutPath
 }
 
 // handleLogout serves Config.LogoutPath:
