@@ -245,11 +245,14 @@ func (rp *RP) storeSession(w http.ResponseWriter, r *http.Request, u *User, rene
 }
 
 // sessionOptions gives a server-side session's cookie the library's
-// attributes, whatever the store's defaults: a __Host- cookie must have
-// Path "/" and no Domain.
+// attributes, whatever the store's defaults: a __Host- cookie (over https)
+// must have Path "/" and no Domain.
 func (rp *RP) sessionOptions(sess *sessions.Session) {
 	o := *sess.Options // the store's defaults may be shared
-	o.HttpOnly, o.Secure, o.SameSite, o.Path, o.Domain = true, rp.secure, http.SameSiteLaxMode, "/", ""
+	o.HttpOnly, o.Secure, o.SameSite, o.Path = true, rp.secure, http.SameSiteLaxMode, "/"
+	if rp.secure {
+		o.Domain = ""
+	}
 	sess.Options = &o
 }
 
