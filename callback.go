@@ -61,7 +61,7 @@ func (rp *RP) callback(w http.ResponseWriter, r *http.Request) (int, error) {
 	if q.Get("code") == "" || len(q["code"]) != 1 {
 		return http.StatusBadRequest, refusal(ReasonBadRequest, "no code in the authorization response")
 	}
-	if f.ClientID != c.creds.ClientID {
+	if !f.madeFor(c.creds.ClientID) {
 		// The client was replaced while the browser was away; its code is for the old one.
 		return rp.restartLogin(w, r, f, refusal(ReasonInvalidClient, "the client was replaced during the login"))
 	}
@@ -88,7 +88,7 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 	if len(state) != 43 {
 		return nil, bad("missing or malformed state")
 	}
-	name := flowCookieName(state)
+	name := rp.loginCookieName(state)
 	ck, err := r.Cookie(name)
 	if err != nil {
 		return nil, bad("no login in progress for this state in this browser (expired, finished, or started elsewhere)")
@@ -102,8 +102,8 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 	if err != nil {
 		return nil, bad("login cookie does not authenticate")
 	}
-	var f flow
-	if err := json.Unmarshal(pt, &f); err != nil {
+	f, err := decodeFlow(pt)
+	if err != nil {
 		return nil, bad("login cookie is malformed")
 	}
 	if subtle.ConstantTimeCompare([]byte(f.State), []byte(state)) != 1 {
@@ -112,10 +112,11 @@ func (rp *RP) takeFlow(w http.ResponseWriter, r *http.Request, state string) (*f
 	if age := rp.now().Sub(time.Unix(f.Created, 0)); age > flowLifetime || age < -time.Minute {
 		return nil, bad("login attempt expired")
 	}
-	if f.Issuer != rp.cfg.Issuer {
+	if f.issuer != tag("issuer", rp.cfg.Issuer) {
 		return nil, refusal(ReasonIssuerMismatch, "login was started with another issuer")
 	}
-	return &f, nil
+	f.Issuer = rp.cfg.Issuer
+	return f, nil
 }
 
 // checkResponseIssuer applies RFC 9207 §2.4: an iss parameter must equal the

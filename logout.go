@@ -10,7 +10,16 @@ import (
 	"time"
 )
 
-const logoutCookie = "oidcrp_logout"
+// logoutCookie names the cookie that carries a logout's state after the
+// session cookie ("oidcrp_logout" by default, "__Host-oidcrp_logout" over
+// https; each tenant its own), and gives its path: LogoutPath, or "/" as
+// the __Host- prefix requires.
+func (rp *RP) logoutCookie() (name, path string) {
+	if rp.secure {
+		return rp.cfg.SessionName + "_logout", "/"
+	}
+	return rp.cfg.SessionName + "_logout", rp.cfg.LogoutPath
+}
 
 // handleLogout serves Config.LogoutPath:
 //
@@ -79,7 +88,8 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := randomString()
-	http.SetCookie(w, rp.cookie(logoutCookie, s.seal("logout", rp.bind(logoutCookie), []byte(state)), rp.cfg.LogoutPath, rp.now().Add(flowLifetime)))
+	name, path := rp.logoutCookie()
+	http.SetCookie(w, rp.cookie(name, s.seal("logout", rp.bind(name), []byte(state)), path, rp.now().Add(flowLifetime)))
 	q := url.Values{"post_logout_redirect_uri": {rp.cfg.PostLogoutRedirectURL}, "state": {state}}
 	if u != nil && u.idToken != "" && tokenAudience(u.idToken) == c.creds.ClientID {
 		q.Set("id_token_hint", u.idToken)
@@ -124,16 +134,17 @@ func tokenAudience(raw string) string {
 func (rp *RP) loggedOut(w http.ResponseWriter, r *http.Request, state string) {
 	if state != "" {
 		ok := false
-		if ck, err := r.Cookie(logoutCookie); err == nil {
+		name, path := rp.logoutCookie()
+		if ck, err := r.Cookie(name); err == nil {
 			if s, err := rp.keys.sealer(r.Context()); err == nil {
-				want, err := s.open("logout", rp.bind(logoutCookie), ck.Value)
+				want, err := s.open("logout", rp.bind(name), ck.Value)
 				ok = err == nil && subtle.ConstantTimeCompare(want, []byte(state)) == 1
 			}
 		}
 		if !ok {
 			rp.log.Warn("oidcrp: post-logout redirect with an unknown state")
 		}
-		http.SetCookie(w, rp.cookie(logoutCookie, "", rp.cfg.LogoutPath, time.Time{}))
+		http.SetCookie(w, rp.cookie(name, "", path, time.Time{}))
 	}
 	writePage(w, http.StatusOK, signedOutView())
 }

@@ -1,10 +1,13 @@
 package oidcrp
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
+	"encoding/binary"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -75,11 +78,20 @@ func (rp *RP) optional(w http.ResponseWriter, r *http.Request, next http.Handler
 
 // LoginHandler returns a handler that starts a login and, once signed in,
 // returns the browser to the same-origin path in its "return_to" query
-// parameter (default "/"). It works at whatever path it is mounted; see
+// parameter (default "/"). A browser already signed in goes to that path
+// at once. It works at whatever path it is mounted; see
 // [RP.CallbackHandler] and [RP.LogoutHandler] for the other two.
 func (rp *RP) LoginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rp.login(w, r, r.URL.Query().Get("return_to"))
+		returnTo := r.URL.Query().Get("return_to")
+		if rp.user(w, r) != nil {
+			// Each login started adds a cookie to every request until it
+			// completes: a signed-in user has no use for one.
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, safeReturnTo(returnTo), http.StatusSeeOther)
+			return
+		}
+		rp.login(w, r, returnTo)
 	})
 }
 
@@ -103,20 +115,100 @@ const (
 )
 
 // flow is the state of one login attempt, sealed into a cookie bound to the
-// browser.
+// browser. The cookie carries only what cannot be derived (see
+// flow.encode): up to maxPendingLogins of them travel with every request
+// while logins are pending.
 type flow struct {
-	State    string `json:"s"`
-	Nonce    string `json:"n"`
-	Verifier string `json:"v"`
-	Issuer   string `json:"i"`
-	ClientID string `json:"c"`
-	ReturnTo string `json:"r"`
-	Created  int64  `json:"t"`
-	Retried  bool   `json:"x,omitempty"` // this attempt restarts one the provider rejected
+	seed     [32]byte // the attempt's secret; State, Nonce and Verifier derive from it
+	State    string
+	Nonce    string
+	Verifier string
+	Issuer   string  // set once the cookie is found to be this RP's issuer's
+	client   [8]byte // tag of the client_id the login was started with
+	issuer   [8]byte // tag of the issuer
+	ReturnTo string
+	Created  int64
+	Retried  bool // this attempt restarts one the provider rejected
+}
+
+// newFlow returns an attempt whose state, nonce and PKCE verifier derive
+// from seed, each 256 bits of SHA-256 output (43 characters).
+func newFlow(seed [32]byte) flow {
+	f := flow{seed: seed}
+	f.State, f.Nonce, f.Verifier = f.derive("state"), f.derive("nonce"), f.derive("pkce")
+	return f
+}
+
+func (f *flow) derive(label string) string {
+	h := sha256.New()
+	h.Write([]byte("oidcrp login\x00" + label + "\x00"))
+	h.Write(f.seed[:])
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// tag is a short digest of a value a login cookie need not carry whole.
+func tag(kind, value string) (t [8]byte) {
+	sum := sha256.Sum256([]byte("oidcrp login\x00" + kind + "\x00" + value))
+	copy(t[:], sum[:])
+	return t
+}
+
+// madeFor reports whether the attempt was started with clientID.
+func (f *flow) madeFor(clientID string) bool { return f.client == tag("client", clientID) }
+
+// flowVersion is the first byte of an encoded flow.
+const flowVersion = 1
+
+// encode lays the attempt out in binary: version, flags, seed, issuer and
+// client tags, creation time, then the return path (about 60 bytes and the
+// path, against some 250 and the path as JSON with the derived values).
+func (f *flow) encode() []byte {
+	b := make([]byte, 0, 58+len(f.ReturnTo))
+	var flags byte
+	if f.Retried {
+		flags |= 1
+	}
+	b = append(b, flowVersion, flags)
+	b = append(b, f.seed[:]...)
+	b = append(b, f.issuer[:]...)
+	b = append(b, f.client[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(f.Created))
+	return append(b, f.ReturnTo...)
+}
+
+func decodeFlow(b []byte) (*flow, error) {
+	if len(b) < 58 || b[0] != flowVersion {
+		return nil, errors.New("malformed login cookie")
+	}
+	f := newFlow([32]byte(b[2:34]))
+	f.Retried = b[1]&1 != 0
+	f.issuer, f.client = [8]byte(b[34:42]), [8]byte(b[42:50])
+	f.Created = int64(binary.BigEndian.Uint64(b[50:58]))
+	f.ReturnTo = string(b[58:])
+	return &f, nil
 }
 
 func flowCookieName(state string) string {
 	return flowCookiePrefix + state[:16]
+}
+
+// hostPrefix is the cookie name prefix (RFC 6265bis §4.1.3.2) that browsers
+// accept only from a secure origin, for the host itself (no Domain) and
+// Path "/": no sibling subdomain, and no attacker answering a plain-http
+// request, can set or overwrite such a cookie.
+const hostPrefix = "__Host-"
+
+// hostCookieName prefixes name with __Host- when cookies are Secure.
+func hostCookieName(name string, secure bool) string {
+	if !secure || strings.HasPrefix(name, hostPrefix) {
+		return name
+	}
+	return hostPrefix + name
+}
+
+// loginCookieName names the cookie of the attempt with this state.
+func (rp *RP) loginCookieName(state string) string {
+	return hostCookieName(flowCookieName(state), rp.secure)
 }
 
 // login redirects the browser to the provider's authorization endpoint.
@@ -136,13 +228,6 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 
 func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Request, returnTo string, retried bool) error {
 	c, err := rp.lc.client(ctx)
-	if err == nil && !retried && (rp.loginsLost() || len(pendingLogins(r)) > 0) {
-		// Logins never came back (this browser's, or every browser's for a
-		// while): maybe the provider refused them because it forgot this
-		// client, after a restart say. Check before sending another.
-		rp.lc.rejected(ctx, c, nil)
-		c, err = rp.lc.client(ctx)
-	}
 	if err != nil {
 		return err
 	}
@@ -150,18 +235,34 @@ func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if err != nil {
 		return err
 	}
-	f := flow{
-		State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(),
-		Issuer: rp.cfg.Issuer, ClientID: c.creds.ClientID, ReturnTo: returnTo, Created: rp.now().Unix(), Retried: retried,
-	}
-	b, _ := json.Marshal(f)
-	if pending := pendingLogins(r); len(pending) >= maxPendingLogins {
-		for _, old := range pending { // abandoned attempts: make room
-			http.SetCookie(w, rp.cookie(old, "", "/", time.Time{}))
+	live, stale := rp.pendingLogins(r, s)
+	if !retried && (rp.loginsLost() || len(live) > 0) {
+		// Logins never came back (this browser's, or every browser's for a
+		// while): maybe the provider refused them because it forgot this
+		// client, after a restart say. Check before sending another.
+		rp.lc.rejected(ctx, c, nil)
+		if c, err = rp.lc.client(ctx); err != nil {
+			return err
 		}
 	}
-	name := flowCookieName(f.State)
-	http.SetCookie(w, rp.cookie(name, s.seal("login", rp.bind(name), b), "/", rp.now().Add(flowLifetime)))
+	// Make room, if need be: first cookies that do not open here (expired,
+	// forged, another tenant's), then the oldest abandoned attempts.
+	for i, n := 0, len(stale)+len(live); n >= maxPendingLogins; i, n = i+1, n-1 {
+		name := ""
+		if i < len(stale) {
+			name = stale[i]
+		} else {
+			name = live[i-len(stale)].name
+		}
+		http.SetCookie(w, rp.cookie(name, "", "/", time.Time{}))
+	}
+	var seed [32]byte
+	rand.Read(seed[:])
+	f := newFlow(seed)
+	f.issuer, f.client = tag("issuer", rp.cfg.Issuer), tag("client", c.creds.ClientID)
+	f.ReturnTo, f.Created, f.Retried = carriedReturnTo(returnTo), rp.now().Unix(), retried
+	name := rp.loginCookieName(f.State)
+	http.SetCookie(w, rp.cookie(name, s.seal("login", rp.bind(name), f.encode()), "/", rp.now().Add(flowLifetime)))
 	target := c.oauth.AuthCodeURL(f.State, oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
 	rp.log.Debug("oidcrp: login started", "client_id", c.creds.ClientID)
 	w.Header().Set("Cache-Control", "no-store")
@@ -188,15 +289,40 @@ func (rp *RP) loginsLost() bool {
 	return time.Duration(now-first) > loginLostAfter && rp.unanswered.CompareAndSwap(first, now)
 }
 
-// pendingLogins returns the names of the request's login cookies.
-func pendingLogins(r *http.Request) []string {
-	var names []string
+// pendingLogin is a login cookie of the request that opens and has not
+// expired.
+type pendingLogin struct {
+	name    string
+	created int64
+}
+
+// maxExamined bounds the login cookies of one request that are opened.
+const maxExamined = 2 * maxPendingLogins
+
+// pendingLogins returns the request's login cookies that open and have not
+// expired, oldest first, and the names of those that do not. Anyone can
+// send a cookie with a login cookie's name: only one this RP sealed counts
+// as a login in progress.
+func (rp *RP) pendingLogins(r *http.Request, s *sealer) (live []pendingLogin, stale []string) {
+	prefix := hostCookieName(flowCookiePrefix, rp.secure)
+	now := rp.now()
 	for _, c := range r.Cookies() {
-		if strings.HasPrefix(c.Name, flowCookiePrefix) {
-			names = append(names, c.Name)
+		if !strings.HasPrefix(c.Name, prefix) || len(live)+len(stale) >= maxExamined {
+			continue
 		}
+		pt, err := s.open("login", rp.bind(c.Name), c.Value)
+		var f *flow
+		if err == nil {
+			f, err = decodeFlow(pt)
+		}
+		if err != nil || now.Sub(time.Unix(f.Created, 0)) > flowLifetime {
+			stale = append(stale, c.Name)
+			continue
+		}
+		live = append(live, pendingLogin{c.Name, f.Created})
 	}
-	return names
+	slices.SortFunc(live, func(a, b pendingLogin) int { return cmp.Compare(a.created, b.created) })
+	return live, stale
 }
 
 // randomString returns 256 random bits, base64url-encoded (43 characters).
@@ -206,8 +332,26 @@ func randomString() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// maxReturnTo bounds the path a login returns to, which its cookie carries.
+// maxReturnTo bounds the path a login returns to.
 const maxReturnTo = 1024
+
+// maxCarriedReturnTo bounds the return path a login cookie carries: with
+// maxPendingLogins of them and a session cookie, the Cookie header stays
+// well under the 8 KB that common servers accept.
+const maxCarriedReturnTo = 512
+
+// carriedReturnTo returns the part of a safe return path that a login
+// cookie carries: all of it when short enough, else its path without the
+// query, else "/".
+func carriedReturnTo(p string) string {
+	if len(p) <= maxCarriedReturnTo {
+		return p
+	}
+	if i := strings.IndexByte(p, '?'); i > 0 && i <= maxCarriedReturnTo {
+		return p[:i]
+	}
+	return "/"
+}
 
 // maxPendingLogins bounds the login cookies a browser holds at once: more
 // would swell every request's Cookie header.

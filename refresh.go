@@ -64,7 +64,11 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 		rp.endSession(w, r, nil) // a logout while the refresh was in flight wins
 		return nil
 	}
-	if err := rp.startSession(w, r, nu, true); err != nil {
+	if err := rp.startSession(w, r, nu, true); errors.Is(err, errSessionGone) {
+		rp.log.Info("oidcrp: session ended meanwhile: its server-side record was deleted during the refresh", "sub", u.Subject)
+		rp.endSession(w, r, nil)
+		return nil
+	} else if err != nil {
 		rp.log.Error("oidcrp: storing the refreshed session failed", "err", err)
 		return nil
 	}

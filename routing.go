@@ -114,7 +114,11 @@ func isAuthResponse(r *http.Request) bool {
 	if len(state) != 43 || (!q.Has("code") && !q.Has("error")) {
 		return false
 	}
-	_, err := r.Cookie(flowCookieName(state))
+	name := flowCookieName(state)
+	_, err := r.Cookie(name)
+	if err != nil {
+		_, err = r.Cookie(hostPrefix + name) // over https
+	}
 	return err == nil
 }
 

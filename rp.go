@@ -104,7 +104,9 @@ type Config struct {
 	// the session itself travels in a sealed cookie.
 	SessionStore sessions.Store
 
-	// SessionName is the session cookie's name. Default: "oidcrp".
+	// SessionName is the session cookie's name. Default: "oidcrp". When
+	// RedirectURL is https, the cookie's name is "__Host-" and SessionName,
+	// which browsers accept from the host itself only.
 	SessionName string
 
 	// SessionLifetime, when positive, ends sessions that long after login.
@@ -250,6 +252,7 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 	if cfg.SessionName == "" {
 		cfg.SessionName = "oidcrp"
 	}
+	cfg.SessionName = hostCookieName(cfg.SessionName, ru.Scheme == "https")
 	if cfg.LogoutPath == "" {
 		cfg.LogoutPath = "/logout"
 	}

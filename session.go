@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gorilla/sessions"
 )
 
 // sessionCache remembers cookie values already opened, so an authenticated
@@ -171,23 +173,7 @@ func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User, rene
 	cp := *u // the caller's user may be shared with other requests
 	u = &cp
 	if rp.cfg.SessionStore != nil {
-		sess, _ := rp.cfg.SessionStore.New(r, rp.cfg.SessionName) // an undecodable old cookie is no error here
-		if sess == nil {
-			return errors.New("oidcrp: session store returned no session")
-		}
-		if !renew {
-			// Never continue a session identifier the browser brought: that
-			// would let a planted cookie fixate the session.
-			sess.ID, sess.IsNew = "", true
-		}
-		sess.Values = map[any]any{sessionValueKey: u.encode()}
-		sess.Options.HttpOnly, sess.Options.Secure, sess.Options.SameSite = true, rp.secure, http.SameSiteLaxMode
-		sess.Options.Path = "/"
-		sess.Options.MaxAge = 0 // a refreshable session outlives its ID token: a browser-session cookie
-		if !rp.outlivesExpiry(u) {
-			sess.Options.MaxAge = max(1, int(u.Expiry.Sub(rp.now()).Seconds()))
-		}
-		return sess.Save(r, w)
+		return rp.storeSession(w, r, u, renew)
 	}
 	s, err := rp.keys.sealer(r.Context())
 	if err != nil {
@@ -209,6 +195,85 @@ func (rp *RP) startSession(w http.ResponseWriter, r *http.Request, u *User, rene
 	return nil
 }
 
+// errSessionGone means that a refreshed session's server-side record was
+// deleted while the refresh was in flight: the session is over.
+var errSessionGone = errors.New("oidcrp: the session ended meanwhile: its server-side record is gone")
+
+// storeSession saves u in Config.SessionStore. A refresh (renew) rewrites
+// only the record the request's cookie names, read again just before: a
+// record deleted meanwhile (a logout, at this replica or another) stays
+// deleted.
+func (rp *RP) storeSession(w http.ResponseWriter, r *http.Request, u *User, renew bool) error {
+	sess, err := rp.cfg.SessionStore.New(r, rp.cfg.SessionName) // not Get: the request's cached copy may be stale
+	if sess == nil {
+		return errors.New("oidcrp: session store returned no session")
+	}
+	if renew {
+		var old *User
+		if b, ok := sess.Values[sessionValueKey].([]byte); ok && err == nil && !sess.IsNew {
+			old, _ = decodeUser(b)
+		}
+		if old == nil || old.sid != u.sid {
+			return errSessionGone
+		}
+	} else {
+		// Never continue a session identifier the browser brought (an
+		// undecodable old cookie is no error here): that would let a
+		// planted cookie fixate the session.
+		sess.ID, sess.IsNew = "", true
+	}
+	sess.Values = map[any]any{sessionValueKey: u.encode()}
+	rp.sessionOptions(sess)
+	// The record lasts as long as the session may: gorilla stores take a
+	// MaxAge of 0 for "delete".
+	until := u.Expiry
+	if rp.outlivesExpiry(u) {
+		since := u.since
+		if since.IsZero() {
+			since = rp.now()
+		}
+		until = since.Add(maxRefreshable)
+	}
+	sess.Options.MaxAge = max(1, int(until.Sub(rp.now()).Seconds()))
+	if err := sess.Save(r, w); err != nil {
+		return err
+	}
+	if rp.outlivesExpiry(u) {
+		browserSessionCookie(w.Header(), rp.cfg.SessionName)
+	}
+	return nil
+}
+
+// sessionOptions gives a server-side session's cookie the library's
+// attributes, whatever the store's defaults: a __Host- cookie (over https)
+// must have Path "/" and no Domain.
+func (rp *RP) sessionOptions(sess *sessions.Session) {
+	o := *sess.Options // the store's defaults may be shared
+	o.HttpOnly, o.Secure, o.SameSite, o.Path = true, rp.secure, http.SameSiteLaxMode, "/"
+	if rp.secure {
+		o.Domain = ""
+	}
+	sess.Options = &o
+}
+
+// browserSessionCookie drops the expiry from the cookie named name that h
+// sets, so that it lasts until the browser closes while its server-side
+// record lasts as long as the session may be refreshed.
+func browserSessionCookie(h http.Header, name string) {
+	set := h["Set-Cookie"]
+	for i := len(set) - 1; i >= 0; i-- {
+		c, err := http.ParseSetCookie(set[i])
+		if err != nil || c.Name != name {
+			continue
+		}
+		if c.MaxAge > 0 {
+			c.MaxAge, c.Expires = 0, time.Time{}
+			set[i] = c.String()
+		}
+		return
+	}
+}
+
 // outlivesExpiry reports whether u's session may be refreshed past its
 // Expiry, so its cookie must not expire with it.
 func (rp *RP) outlivesExpiry(u *User) bool {
@@ -225,6 +290,7 @@ func (rp *RP) endSession(w http.ResponseWriter, r *http.Request, u *User) {
 	if rp.cfg.SessionStore != nil {
 		if sess, _ := rp.cfg.SessionStore.Get(r, rp.cfg.SessionName); sess != nil {
 			delete(sess.Values, sessionValueKey)
+			rp.sessionOptions(sess)
 			sess.Options.MaxAge = -1
 			if err := sess.Save(r, w); err != nil {
 				rp.log.Error("oidcrp: deleting the server-side session failed", "err", err)

@@ -117,7 +117,7 @@ func TestTenantCookieRejectedAtOtherTenant(t *testing.T) {
 	app, _ := url.Parse(e.app.URL)
 	var sessA *http.Cookie
 	for _, c := range e.browser.Jar.Cookies(app) {
-		if strings.HasPrefix(c.Name, "oidcrp_") && !strings.HasPrefix(c.Name, flowCookiePrefix) {
+		if name := strings.TrimPrefix(c.Name, hostPrefix); strings.HasPrefix(name, "oidcrp_") && !strings.HasPrefix(name, flowCookiePrefix) {
 			sessA = c
 		}
 	}

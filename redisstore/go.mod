@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/oidcrp/oidcrp v0.0.0-00010101000000-000000000000
+	github.com/rbcervilla/redisstore/v9 v9.0.0
 	github.com/redis/go-redis/v9 v9.23.0
 )
 
