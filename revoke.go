@@ -80,16 +80,22 @@ func newRevocations(store CredentialStore, log *slog.Logger, now func() time.Tim
 	return v
 }
 
-// watch starts reading the shared record, once: now, then every
-// revocationPoll.
+// watch starts reading the shared record, once: now, before the first
+// session is checked (a process started after a logout must not accept
+// the session until it has read the record), then every revocationPoll.
 func (v *revocations) watch() {
 	if v.store == nil {
 		return
 	}
 	v.start.Do(func() {
 		v.log.Debug("oidcrp: following the store's revocation record")
+		ctx, cancel := context.WithTimeout(context.Background(), revocationWait)
+		if err := v.sync(ctx); err != nil {
+			v.log.Warn("oidcrp: reading the revocation record failed; will retry", "err", err)
+		}
+		cancel()
 		v.timer.Store(time.AfterFunc(time.Hour, v.poll))
-		v.timer.Load().Reset(0)
+		v.timer.Load().Reset(revocationPoll)
 	})
 }
 

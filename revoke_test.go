@@ -119,6 +119,21 @@ func TestLogoutReachesReplicas(t *testing.T) {
 	}
 }
 
+// TestLogoutSurvivesRestart: a process started after the logout, on the
+// same file, refuses the session from its first request.
+func TestLogoutSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "oidc.json")
+	e := newEnv(t, devop.Options{}, Config{Store: NewFileStore(path)})
+	e.login("/")
+	old := e.cookie("oidcrp")
+	e.postLogout()
+	restarted := e.handler(e.newRP(Config{Store: NewFileStore(path)}))
+	if status := revStatus(restarted, e.app.URL+"/api", old); status != http.StatusUnauthorized {
+		t.Fatalf("the logged-out session at the first request of a restarted process: %d, want 401", status)
+	}
+}
+
 // revTenantCookie returns the browser's session cookie of the tenant whose
 // RP is rp.
 func (e *tenantEnv) revTenantCookie(rp *RP) *http.Cookie {
