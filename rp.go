@@ -181,8 +181,8 @@ type RP struct {
 	lc           *lifecycle // the provider client
 	keys         *keyring   // cookie keys; shared by Tenants
 	sessions     *sessionCache
-	revocations  *revocations // ended sessions; shared by Tenants
-	longestSeen  atomic.Int64 // longest ID token-bound session seen, in ns
+	revocations  *revocations            // ended sessions; shared by Tenants
+	longestSeen  atomic.Int64            // longest ID token-bound session seen, in ns
 	refreshes    inflight[string, *User] // by session id
 	redirectPath string
 	secure       bool

@@ -81,11 +81,11 @@ type TenantsConfig struct {
 // request and kept in a bounded set. Sessions and logins of one tenant are
 // never accepted for another.
 type Tenants struct {
-	cfg  *TenantsConfig // a pointer, so that printing Tenants shows no secret
+	cfg         *TenantsConfig // a pointer, so that printing Tenants shows no secret
 	keys        *keyring
 	revocations *revocations
-	http *http.Client
-	log  *slog.Logger
+	http        *http.Client
+	log         *slog.Logger
 
 	now func() time.Time
 
