@@ -570,3 +570,62 @@ func TestEndSessionsUnderTenants(t *testing.T) {
 		t.Errorf("tenant cookies %q and %q", a.Name, b.Name)
 	}
 }
+
+// TestRefreshInFlightAtReplicaCannotUndoLogout: the refresh runs at one
+// replica while the logout is served by another; the refreshing replica
+// reads the shared record before it stores the result, without waiting
+// for its next poll.
+func TestRefreshInFlightAtReplicaCannotUndoLogout(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	store := new(MemoryStore)
+	e := newEnv(t, devop.Options{IDTokenLifetime: 10 * time.Minute, AccessTokenLifetime: 5 * time.Minute,
+		TokenResponse: func(map[string]any) {
+			if armed.CompareAndSwap(true, false) {
+				close(entered)
+				<-release
+			}
+		}}, Config{KeepTokens: true, Store: store})
+	replica := e.handler(e.newRP(Config{KeepTokens: true, Store: store}))
+	target := e.app.URL + "/api"
+	e.login("/api")
+	old := e.cookie("oidcrp")
+	if status := revStatus(replica, target, old); status != http.StatusOK {
+		t.Fatalf("the session at the replica before the logout: %d, want 200", status)
+	}
+	e.clock.Advance(5*time.Minute + time.Second)
+	armed.Store(true)
+	done := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		req.AddCookie(&http.Cookie{Name: old.Name, Value: old.Value})
+		w := httptest.NewRecorder()
+		replica.ServeHTTP(w, req)
+		done <- w
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("no refresh reached the token endpoint")
+	}
+	e.postLogout() // at the other replica
+	close(release)
+	var w *httptest.ResponseRecorder
+	select {
+	case w = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request with the refresh in flight did not finish")
+	}
+	if w.Code != http.StatusUnauthorized {
+		t.Errorf("the replica's request whose refresh was in flight during the logout: %d, want 401", w.Code)
+	}
+	if c := setCookieNamed(w.Result(), "oidcrp"); c != nil && c.Value != "" && c.MaxAge >= 0 {
+		t.Error("the replica wrote a refreshed session cookie after the logout")
+	}
+	e.clock.Advance(6 * time.Minute)
+	if status := revStatus(replica, target, old); status != http.StatusUnauthorized {
+		t.Errorf("the old cookie at the replica six minutes later: %d, want 401", status)
+	}
+}
