@@ -1,6 +1,7 @@
 package oidcrp
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -83,16 +84,22 @@ func newRevocations(store CredentialStore, log *slog.Logger, now func() time.Tim
 	return v
 }
 
-// watch starts reading the shared record, once: now, then every
-// revocationPoll.
+// watch starts reading the shared record, once: now, before the first
+// session is checked (a process started after a logout must not accept
+// the session until it has read the record), then every revocationPoll.
 func (v *revocations) watch() {
 	if v.store == nil {
 		return
 	}
 	v.start.Do(func() {
 		v.log.Debug("oidcrp: following the store's revocation record")
+		ctx, cancel := context.WithTimeout(context.Background(), revocationWait)
+		if err := v.sync(ctx); err != nil {
+			v.log.Warn("oidcrp: reading the revocation record failed; will retry", "err", err)
+		}
+		cancel()
 		v.timer.Store(time.AfterFunc(time.Hour, v.poll))
-		v.timer.Load().Reset(0)
+		v.timer.Load().Reset(revocationPoll)
 	})
 }
 
@@ -358,9 +365,18 @@ func recordRevocation(ctx context.Context, s lockingStore, key string, at, until
 	return s.Save(ctx, revocationsKey, b)
 }
 
-// readRevocations implements Revoker.Revoked over the same value.
+// readRevocations implements Revoker.Revoked over the same value. Every
+// process calls it twice a second: when the record's version is the
+// cursor's, only the version is read, not the entries.
 func readRevocations(ctx context.Context, s CredentialStore, since string) ([]Revocation, string, error) {
-	doc, err := loadRevocations(ctx, s)
+	b, found, err := loadRevocationBytes(ctx, s)
+	if err != nil {
+		return nil, since, err
+	}
+	if v, ok := revocationVersion(b); ok && since != "" && strconv.FormatUint(v, 10) == since {
+		return nil, since, nil // nothing changed
+	}
+	doc, err := decodeRevocations(b, found)
 	if err != nil {
 		return nil, since, err
 	}
@@ -378,18 +394,53 @@ func readRevocations(ctx context.Context, s CredentialStore, since string) ([]Re
 }
 
 func loadRevocations(ctx context.Context, s CredentialStore) (*revocationDoc, error) {
-	var doc revocationDoc
+	b, found, err := loadRevocationBytes(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return decodeRevocations(b, found)
+}
+
+func loadRevocationBytes(ctx context.Context, s CredentialStore) ([]byte, bool, error) {
 	b, err := s.Load(ctx, revocationsKey)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return &doc, nil
+		return nil, false, nil
 	case err != nil:
-		return nil, err
+		return nil, false, err
+	}
+	return b, true, nil
+}
+
+func decodeRevocations(b []byte, found bool) (*revocationDoc, error) {
+	var doc revocationDoc
+	if !found {
+		return &doc, nil
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%w: revocation record: %v", ErrCorruptStore, err)
 	}
 	return &doc, nil
+}
+
+// revocationVersion reads the version that starts an encoded revocationDoc
+// without decoding the rest.
+func revocationVersion(b []byte) (uint64, bool) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return 0, false
+	}
+	if t, err := d.Token(); err != nil || t != "v" {
+		return 0, false
+	}
+	t, err := d.Token()
+	n, ok := t.(json.Number)
+	if err != nil || !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(n), 10, 64)
+	return v, err == nil
 }
 
 // Revoke records a revocation in the store (see [Revoker]).
