@@ -566,7 +566,7 @@ func TestEndSessionsUnderTenants(t *testing.T) {
 	if status := e.revReplay("/t/b/home", b); status != http.StatusOK {
 		t.Errorf("tenant b's session after EndSessions at a: %d, want 200", status)
 	}
-	if !strings.HasPrefix(a.Name, "oidcrp_") || a.Name == b.Name {
+	if !strings.Contains(a.Name, "oidcrp_") || a.Name == b.Name {
 		t.Errorf("tenant cookies %q and %q", a.Name, b.Name)
 	}
 }
