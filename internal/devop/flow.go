@@ -64,6 +64,22 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	p.lastAuthorize = cloneValues(q)
 	p.mu.Unlock()
 
+	// RFC 9126 §4: a request_uri from the PAR endpoint stands for the
+	// parameters pushed with it.
+	pushed := false
+	if p.parServed() && q.Has("request_uri") {
+		if len(q["request_uri"]) > 1 || len(q["client_id"]) > 1 {
+			errorPage(w, http.StatusBadRequest, "client_id and request_uri must each be sent once.")
+			return
+		}
+		params, msg := p.takePushed(q.Get("request_uri"), q.Get("client_id"))
+		if msg != "" {
+			errorPage(w, http.StatusBadRequest, msg)
+			return
+		}
+		q, pushed = params, true
+	}
+
 	// Without a known client and one of its redirect URIs, the user agent
 	// cannot be sent back: show an error page (OIDC Core §3.1.2.6).
 	if len(q["client_id"]) > 1 || len(q["redirect_uri"]) > 1 {
@@ -102,6 +118,10 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			fail("invalid_request", name+" must not be sent more than once")
 			return
 		}
+	}
+	if p.opts.RequirePAR && !pushed {
+		fail("invalid_request", "pushed authorization requests are required (require_pushed_authorization_requests)")
+		return
 	}
 	if q.Has("request") {
 		fail("request_not_supported", "request objects are not supported")

@@ -29,6 +29,7 @@
 //	/authorize                         authorization endpoint
 //	/login                             target of the one-click sign-in page
 //	/token                             token endpoint
+//	/par                               pushed authorization requests (RFC 9126; [Options.PAR])
 //	/userinfo                          UserInfo endpoint
 //	/end_session                       RP-initiated logout
 //
@@ -141,6 +142,20 @@ type Options struct {
 	// [Provider.RotateKeys] still generates its replacement.
 	SigningKey *rsa.PrivateKey
 
+	// PAR serves a pushed authorization request endpoint (RFC 9126) at /par
+	// and advertises it as pushed_authorization_request_endpoint. The
+	// authorization endpoint then takes a request_uri it issued (once, with
+	// the client_id that pushed it) in place of the request's parameters.
+	PAR bool
+	// RequirePAR implies PAR, advertises require_pushed_authorization_requests
+	// and refuses authorization requests that were not pushed
+	// (invalid_request, sent back to the redirect URI).
+	RequirePAR bool
+	// HidePAREndpoint leaves pushed_authorization_request_endpoint out of
+	// discovery (the endpoint is still served when PAR or RequirePAR is set):
+	// with RequirePAR, a provider that requires PAR without saying where.
+	HidePAREndpoint bool
+
 	// IDTokenLifetime is the lifetime of ID tokens (default 1h).
 	IDTokenLifetime time.Duration
 	// AccessTokenLifetime is the lifetime of access tokens (default 1h).
@@ -181,6 +196,10 @@ type Options struct {
 	TokenResponse func(body map[string]any)
 	// UserInfo modifies the UserInfo response claims.
 	UserInfo func(claims map[string]any)
+	// PushedAuthorization modifies every response of the pushed
+	// authorization request endpoint, errors included: status and JSON body.
+	// A request the provider accepted is kept whatever the hook does.
+	PushedAuthorization func(status *int, body map[string]any)
 }
 
 // Stats counts requests per endpoint, whatever their outcome.
@@ -195,6 +214,7 @@ type Stats struct {
 	Token              int // token endpoint requests
 	UserInfo           int // UserInfo requests
 	EndSession         int // end-session requests
+	PAR                int // pushed authorization requests
 }
 
 // Client is a registered client as the provider stores it.
@@ -246,11 +266,14 @@ type Provider struct {
 	access    map[string]*accessToken
 	refresh   map[string]*refreshToken
 	sessions  map[string]*session
+	pushed    map[string]*pushedRequest
 	stats     Stats
 
 	lastAuthorize   url.Values
 	lastTokenForm   url.Values
 	lastTokenHeader http.Header
+	lastPARForm     url.Values
+	lastPARHeader   http.Header
 }
 
 // New returns a provider configured by opts. It performs no I/O; unless
@@ -299,6 +322,7 @@ func New(opts Options) *Provider {
 		access:   map[string]*accessToken{},
 		refresh:  map[string]*refreshToken{},
 		sessions: map[string]*session{},
+		pushed:   map[string]*pushedRequest{},
 	}
 }
 
@@ -369,6 +393,8 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.handleLogin(w, r)
 	case path == "/token":
 		p.handleToken(w, r)
+	case path == "/par" && p.parServed():
+		p.handlePAR(w, r)
 	case path == "/userinfo":
 		p.handleUserInfo(w, r)
 	case path == "/end_session" && !p.opts.NoEndSession:
@@ -419,6 +445,12 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	}
 	if !p.opts.NoEndSession {
 		doc["end_session_endpoint"] = issuer + "/end_session"
+	}
+	if p.parServed() && !p.opts.HidePAREndpoint {
+		doc["pushed_authorization_request_endpoint"] = issuer + "/par"
+	}
+	if p.opts.RequirePAR {
+		doc["require_pushed_authorization_requests"] = true
 	}
 	if p.opts.Discovery != nil {
 		p.opts.Discovery(doc)
@@ -498,6 +530,7 @@ func (p *Provider) ForgetClients() {
 	p.pending = map[string]*authRequest{}
 	p.access = map[string]*accessToken{}
 	p.refresh = map[string]*refreshToken{}
+	p.pushed = map[string]*pushedRequest{}
 }
 
 // EndSessions forgets the demo user's SSO sessions: the next authorization
