@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,6 +177,9 @@ func (l *lifecycle) establish(ctx context.Context) (*client, error) {
 	} else {
 		dctx, end := l.trace.span(ctx, opDiscovery, "")
 		d, err := discover(dctx, l.http, l.cfg.Issuer, l.log)
+		if err == nil {
+			err = checkPAR(l.cfg, d)
+		}
 		end(err)
 		if err != nil {
 			return nil, err
@@ -837,24 +839,10 @@ func (l *lifecycle) lockStore(ctx context.Context) (unlock func()) {
 // OAuth error code of the answer.
 func (l *lifecycle) probeToken(ctx context.Context, disc *discovery, c *credentials) (string, error) {
 	form := url.Values{"grant_type": {"authorization_code"}, "code": {"oidcrp-probe"}, "redirect_uri": {l.cfg.RedirectURL}}
-	basic := c.authMethod() == "client_secret_basic" && c.AuthStyle != stylePost
-	if !basic {
-		form.Set("client_id", c.ClientID)
-		if c.ClientSecret != "" {
-			form.Set("client_secret", string(c.ClientSecret))
-		}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, disc.TokenEndpoint, strings.NewReader(form.Encode()))
+	req, err := c.authenticatedPost(ctx, disc.TokenEndpoint, form)
 	if err != nil {
 		return "", err
 	}
-	switch {
-	case basic && c.AuthStyle == styleRawBasic:
-		req.SetBasicAuth(c.ClientID, string(c.ClientSecret))
-	case basic:
-		req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(string(c.ClientSecret)))
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := l.http.Do(req)
 	if err != nil {
 		return "", err

@@ -222,7 +222,7 @@ func (rp *RP) loginAttempt(w http.ResponseWriter, r *http.Request, returnTo stri
 	end(err)
 	if err != nil {
 		rp.logRefused("oidcrp: cannot start login", err)
-		rp.fail(w, r, http.StatusServiceUnavailable, err)
+		rp.fail(w, r, loginStartStatus(err), err)
 	}
 }
 
@@ -259,11 +259,14 @@ func (rp *RP) startLogin(ctx context.Context, w http.ResponseWriter, r *http.Req
 	var seed [32]byte
 	rand.Read(seed[:])
 	f := newFlow(seed)
-	f.issuer, f.client = tag("issuer", rp.cfg.Issuer), tag("client", c.creds.ClientID)
 	f.ReturnTo, f.Created, f.Retried = carriedReturnTo(returnTo), rp.now().Unix(), retried
+	target, c, err := rp.authorizationURL(ctx, c, &f) // pushes the request first with PAR (par.go)
+	if err != nil {
+		return err
+	}
+	f.issuer, f.client = tag("issuer", rp.cfg.Issuer), tag("client", c.creds.ClientID)
 	name := rp.loginCookieName(f.State)
 	http.SetCookie(w, rp.cookie(name, s.seal("login", rp.bind(name), f.encode()), "/", rp.now().Add(flowLifetime)))
-	target := c.oauth.AuthCodeURL(f.State, oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
 	rp.log.Debug("oidcrp: login started", "client_id", c.creds.ClientID)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)

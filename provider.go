@@ -28,6 +28,10 @@ type discovery struct {
 	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
 	AuthorizationResponseIssSupported bool     `json:"authorization_response_iss_parameter_supported"`
 
+	// RFC 9126 §5: pushed authorization requests (par.go).
+	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint"`
+	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests"`
+
 	// Back-Channel Logout 1.0 §2.1 and Front-Channel Logout 1.0 §3.
 	BackchannelLogoutSupported         bool `json:"backchannel_logout_supported"`
 	BackchannelLogoutSessionSupported  bool `json:"backchannel_logout_session_supported"`
@@ -77,7 +81,7 @@ func discover(ctx context.Context, hc *http.Client, issuer string, log *slog.Log
 	}
 	for name, v := range map[string]*string{
 		"userinfo_endpoint": &d.UserinfoEndpoint, "registration_endpoint": &d.RegistrationEndpoint,
-		"end_session_endpoint": &d.EndSessionEndpoint,
+		"end_session_endpoint": &d.EndSessionEndpoint, "pushed_authorization_request_endpoint": &d.PushedAuthorizationRequestEndpoint,
 	} {
 		if *v != "" && endpointOK(issuer, *v) != nil {
 			log.Warn("oidcrp: ignoring unusable endpoint in discovery", "endpoint", name, "value", truncate(*v, 200))

@@ -126,6 +126,15 @@ type Config struct {
 	// ending with the ID token. Default: tokens are not kept.
 	KeepTokens bool
 
+	// PushedAuthorization sends every authorization request through the
+	// provider's pushed_authorization_request_endpoint (RFC 9126): the
+	// parameters are POSTed there, with the client authenticated as at the
+	// token endpoint, and the browser's redirect carries only client_id and
+	// the request_uri. A provider without that endpoint then fails the
+	// setup. Default: PAR is used only when the provider requires it
+	// (require_pushed_authorization_requests).
+	PushedAuthorization bool
+
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 

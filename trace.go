@@ -22,6 +22,7 @@ const (
 	opRefresh            = "refresh"             // refresh token for tokens (Config.KeepTokens)
 	opUserInfo           = "userinfo"            // userinfo request
 	opLoginStart         = "login_start"         // redirecting a browser to the provider
+	opPAR                = "par"                 // pushing an authorization request (RFC 9126)
 	opLogin              = "login"               // a callback: Stop when the login completed, Exception when rejected
 	opLogout             = "logout"              // ending a session
 	opBackchannelLogout  = "backchannel_logout"  // a logout token from the provider
@@ -41,6 +42,9 @@ type Event struct {
 	//   - "refresh": a refresh token for tokens (Config.KeepTokens);
 	//   - "userinfo": the userinfo request;
 	//   - "login_start": redirecting a browser to the provider;
+	//   - "par": pushing the authorization request to the provider's
+	//     pushed_authorization_request_endpoint (RFC 9126), within
+	//     "login_start";
 	//   - "login": a callback, stopped when the login completed, an
 	//     exception when it was rejected;
 	//   - "logout": ending a session;
