@@ -75,6 +75,13 @@ type Options struct {
 	// of the provider session that registered a backchannel_logout_uri
 	// (loopback URIs included).
 	BackchannelLogout bool
+	// RequirePAR makes the provider require pushed authorization requests
+	// (RFC 9126): discovery says require_pushed_authorization_requests and
+	// the authorization endpoint refuses requests that were not pushed. The
+	// provider logs "pushed_authorization_request.success: client=<id>" for
+	// every pushed request it accepts. By default PAR is offered, not
+	// required.
+	RequirePAR bool
 	// ExtraArgs are appended to the provider.mjs command line.
 	ExtraArgs []string
 }
@@ -166,6 +173,9 @@ func (o Options) Args() []string {
 	}
 	if o.BackchannelLogout {
 		args = append(args, "--backchannel-logout")
+	}
+	if o.RequirePAR {
+		args = append(args, "--require-par")
 	}
 	return append(args, o.ExtraArgs...)
 }

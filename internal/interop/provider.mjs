@@ -9,7 +9,7 @@
 //                     [--refresh-token-ttl S] [--clock-tolerance S]
 //                     [--rotate-registration-access-token true|false]
 //                     [--logout auto|form] [--id-token-scope-claims]
-//                     [--backchannel-logout]
+//                     [--backchannel-logout] [--require-par]
 //
 // Every flag can also be given through the environment as OP_<FLAG> with the
 // flag name upper-cased and dashes turned into underscores (for example
@@ -36,6 +36,11 @@
 //                             OpenID Connect Core 5.4 asks when an access token is issued.
 //   --backchannel-logout      Enable OpenID Connect Back-Channel Logout 1.0 (see below).
 //                             Default: off.
+//   --require-par             Require pushed authorization requests (RFC 9126): discovery
+//                             says require_pushed_authorization_requests, and the
+//                             authorization endpoint refuses requests that were not pushed.
+//                             Default: PAR offered (pushed_authorization_request_endpoint),
+//                             not required.
 //
 // Output: exactly one line on stdout, "READY <issuer>", once the server listens.
 // Everything else (errors, one line per login/consent, provider notices) goes to
@@ -114,6 +119,7 @@ const FLAGS = {
   logout: { type: 'string', default: 'auto' },
   'id-token-scope-claims': { type: 'boolean', default: false },
   'backchannel-logout': { type: 'boolean', default: false },
+  'require-par': { type: 'boolean', default: false },
 };
 
 function fail(msg) {
@@ -176,6 +182,7 @@ function readConfig() {
     logout: values.logout,
     idTokenScopeClaims: bool('id-token-scope-claims'),
     backchannelLogout: bool('backchannel-logout'),
+    requirePAR: bool('require-par'),
   };
 }
 
@@ -304,6 +311,7 @@ function buildProvider(issuer) {
         },
       },
       backchannelLogout: { enabled: cfg.backchannelLogout },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: cfg.requirePAR },
       userinfo: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: false },
@@ -342,10 +350,11 @@ function buildProvider(issuer) {
 
   provider.on('server_error', (_ctx, err) => console.error('server_error:', err));
   provider.on('backchannel.success', (_ctx, client) => console.error(`backchannel.success: client=${client.clientId}`));
+  provider.on('pushed_authorization_request.success', (_ctx, client) => console.error(`pushed_authorization_request.success: client=${client.clientId}`));
   for (const event of [
     'authorization.error', 'grant.error', 'registration_create.error', 'registration_read.error',
     'registration_update.error', 'registration_delete.error', 'end_session.error', 'userinfo.error',
-    'revocation.error', 'jwks.error', 'discovery.error', 'backchannel.error',
+    'revocation.error', 'jwks.error', 'discovery.error', 'backchannel.error', 'pushed_authorization_request.error',
   ]) {
     provider.on(event, (_ctx, err) => console.error(`${event}: ${err.error || err.name}: ${err.error_description || err.message}`));
   }
