@@ -47,10 +47,13 @@ func checkPAR(cfg *Config, d *discovery) error {
 	return nil
 }
 
-// usePAR reports whether c's authorization requests are pushed.
+// usePAR reports whether c's authorization requests are pushed: the
+// provider requires it of every client, or of this one in its registration
+// (RFC 9126 §6), or the configuration asks for it.
 func (c *client) usePAR(cfg *Config) bool {
 	return c.disc.PushedAuthorizationRequestEndpoint != "" &&
-		(c.disc.RequirePushedAuthorizationRequests || cfg.PushedAuthorization)
+		(c.disc.RequirePushedAuthorizationRequests || cfg.PushedAuthorization ||
+			c.creds.Metadata.Extra["require_pushed_authorization_requests"] == true)
 }
 
 // authorizationURL returns where to send the browser for the attempt f,

@@ -94,6 +94,15 @@ func TestPAROnlyWhenRequiredOrConfigured(t *testing.T) {
 		t.Errorf("authorization request %v, want the parameters themselves", q)
 	}
 
+	// A registration requiring PAR of this client (RFC 9126 §6).
+	e3 := newEnv(t, devop.Options{PAR: true, Registration: func(_ *int, body map[string]any) {
+		body["require_pushed_authorization_requests"] = true
+	}}, Config{})
+	e3.login("/")
+	if n := e3.op.Stats().PAR; n != 1 {
+		t.Errorf("%d PAR requests for a client registered with require_pushed_authorization_requests, want 1", n)
+	}
+
 	e2 := newEnv(t, devop.Options{PAR: true}, Config{PushedAuthorization: true})
 	e2.login("/")
 	if n := e2.op.Stats().PAR; n != 1 {
