@@ -21,13 +21,13 @@
 // "oidcrp.token_exchange", a child of the span in the context it starts
 // with: the request's context for login_start, login and logout, so that a
 // span of an HTTP server middleware such as otelhttp is their parent.
-// Discovery and registration are children of the login_start (or login)
+// Discovery, registration and par are children of the login_start (or login)
 // that needed them; token_exchange and userinfo are children of login,
 // refresh a child of the request whose expired session it renewed.
 // Key fetches (jwks) are made by go-oidc with a context of its own, so
 // their spans start a trace of their own.
 //
-// Requests to the provider (discovery, jwks, registration*,
+// Requests to the provider (discovery, jwks, registration*, par,
 // token_exchange, refresh, userinfo) are spans of kind Client, the others of kind
 // Internal. Spans carry the attributes oidc.issuer, oidc.tenant and
 // oidc.client_id (when known) and oidcrp.operation. A failed operation

@@ -108,7 +108,7 @@ func kind(op string) trace.SpanKind {
 	case "login_start", "login", "logout":
 		return trace.SpanKindInternal
 	case "discovery", "jwks", "registration", "registration_read",
-		"registration_update", "registration_delete", "token_exchange", "refresh", "userinfo":
+		"registration_update", "registration_delete", "par", "token_exchange", "refresh", "userinfo":
 		return trace.SpanKindClient
 	}
 	return trace.SpanKindInternal
