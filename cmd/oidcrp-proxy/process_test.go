@@ -86,9 +86,18 @@ type proc struct {
 // -addr) and waits until /ping answers. It is stopped when the test ends.
 func startProxy(t *testing.T, args ...string) *proc {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := ""
+	for i, a := range args {
+		if a == "-addr" && i+1 < len(args) {
+			addr = args[i+1]
+		}
+	}
+	if addr == "" {
+		addr = freeAddr(t)
+		args = append([]string{"-addr", addr}, args...)
+	}
 	p := &proc{base: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(proxyBin, append([]string{"-addr", addr}, args...)...)
+	p.cmd = exec.Command(proxyBin, args...)
 	p.cmd.Env = cleanEnv()
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
