@@ -49,6 +49,7 @@ func main() {
 // fallbacks.
 type config struct {
 	issuer, upstream, addr, publicURL, store, storeKey string
+	metricsAddr                                        string
 	initialAccessToken                                 string
 	dev, passAccessToken, passHostHeader               bool
 	scopes, publicPaths                                []string
@@ -98,6 +99,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.store, "store", env("CREDENTIAL_STORE", "memory"), "credential store: memory, file:PATH or redis://HOST:PORT/DB (env CREDENTIAL_STORE)")
 	fs.StringVar(&c.storeKey, "store-key", env("STORE_KEY", ""), "key of the client credentials in the store; default oidcrp:client (env STORE_KEY)")
 	fs.StringVar(&c.initialAccessToken, "initial-access-token", env("OIDC_INITIAL_ACCESS_TOKEN", ""), "initial access token for registration (env OIDC_INITIAL_ACCESS_TOKEN)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "address to serve Prometheus metrics at /metrics; default none (env METRICS_ADDR)")
 	scopes := fs.String("scopes", env("OIDC_SCOPES", ""), "comma-separated scopes besides openid; default profile,email (env OIDC_SCOPES)")
 	public := fs.String("public-paths", env("PUBLIC_PATHS", ""), "comma-separated paths served without sign-in; a path ending in / is a prefix (env PUBLIC_PATHS)")
 	domains := fs.String("allowed-email-domains", env("ALLOWED_EMAIL_DOMAINS", ""), "comma-separated email domains allowed; .example.com allows subdomains (env ALLOWED_EMAIL_DOMAINS)")
@@ -154,6 +156,11 @@ func (c *config) validate() error {
 	c.upstreamURL = u
 	if _, _, err := net.SplitHostPort(c.addr); err != nil {
 		return fmt.Errorf("-addr %q is not HOST:PORT", c.addr)
+	}
+	if c.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
+			return fmt.Errorf("-metrics-addr %q is not HOST:PORT", c.metricsAddr)
+		}
 	}
 	if c.publicURL == "" {
 		c.publicURL = "http://" + c.addr
@@ -216,6 +223,14 @@ func run(args []string, stderr io.Writer) error {
 		c.issuer = op.Issuer()
 		log.Warn("started an embedded DEVELOPMENT provider (not for production)", "issuer", c.issuer)
 	}
+	var m *metrics
+	var trace *oidcrp.Trace
+	if c.metricsAddr != "" {
+		if m, err = newMetrics(); err != nil {
+			return err
+		}
+		trace = m.trace()
+	}
 	rp, err := oidcrp.New(oidcrp.Config{
 		Issuer:             c.issuer,
 		RedirectURL:        c.publicURL + callbackPath,
@@ -226,9 +241,17 @@ func run(args []string, stderr io.Writer) error {
 		StoreKey:           c.storeKey,
 		KeepTokens:         c.passAccessToken,
 		Logger:             log,
+		Trace:              trace,
 	})
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		msrv, err := m.serve(c.metricsAddr, rp, log)
+		if err != nil {
+			return fmt.Errorf("-metrics-addr %s: %v", c.metricsAddr, err)
+		}
+		defer msrv.Close()
 	}
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
