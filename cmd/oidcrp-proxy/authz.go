@@ -5,30 +5,57 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"weak"
 
 	"github.com/oidcrp/oidcrp"
 )
 
-// identity is what the proxy tells the upstream about a signed-in user.
+// identity is what the proxy tells the upstream about a signed-in user,
+// and the policy's decision. It is immutable once made.
 type identity struct {
 	Subject           string
 	Email             string
 	EmailVerified     *bool
 	PreferredUsername string
 	Groups            []string
-	AccessToken       string
 	claims            map[string]any
+
+	allowed bool
+	why     string // why not allowed, for the user
 }
 
-type identityKey struct{}
+// identities remembers the identity of each session user the library has
+// opened. The library keeps an opened session's *User while the session
+// lives (and makes a new one when it changes, e.g. on refresh), so decoding
+// the claims and deciding once per session keeps both off the path of
+// every request. An entry goes when its *User is garbage collected.
+type identities struct {
+	policy *policy
+	m      sync.Map // weak.Pointer[oidcrp.User] → *identity
+}
+
+func (c *identities) of(u *oidcrp.User) *identity {
+	k := weak.Make(u)
+	if id, ok := c.m.Load(k); ok {
+		return id.(*identity)
+	}
+	id := identityOf(u, c.policy.groupsClaim)
+	id.allowed, id.why = c.policy.allows(id)
+	if _, loaded := c.m.LoadOrStore(k, id); !loaded {
+		runtime.AddCleanup(u, func(k weak.Pointer[oidcrp.User]) { c.m.Delete(k) }, k)
+	}
+	return id
+}
 
 // identityOf reads the user's claims.
 func identityOf(u *oidcrp.User, groupsClaim string) *identity {
 	claims := map[string]any{}
 	_ = u.Claims(&claims) // a session whose claims do not decode has none
-	id := &identity{Subject: u.Subject, AccessToken: u.AccessToken(), claims: claims}
+	id := &identity{Subject: u.Subject, claims: claims}
 	id.Email, _ = claims["email"].(string)
 	id.PreferredUsername, _ = claims["preferred_username"].(string)
 	if v, ok := claims["email_verified"].(bool); ok {

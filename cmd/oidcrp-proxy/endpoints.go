@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
@@ -32,10 +33,11 @@ type handler struct {
 	upstream  http.Handler
 }
 
-func newHandler(c *config, rp *oidcrp.RP, upstream http.Handler) http.Handler {
-	p := &c.policy
+func newHandler(c *config, rp *oidcrp.RP, log *slog.Logger) http.Handler {
+	ids := &identities{policy: &c.policy}
+	upstream := newProxy(c, ids, log)
 	h := &handler{public: c.publicPaths, upstream: upstream}
-	h.protected = rp.Require(authorize(p, upstream))
+	h.protected = rp.Require(authorize(ids, upstream))
 	h.own = map[string]http.Handler{
 		callbackPath:      rp.CallbackHandler(),
 		signOutPath:       rp.LogoutHandler(),
@@ -43,8 +45,8 @@ func newHandler(c *config, rp *oidcrp.RP, upstream http.Handler) http.Handler {
 		frontchannelPath:  rp.FrontchannelLogoutHandler(),
 		startPath:         startHandler(c, rp),
 		"/oauth2/sign_in": startHandler(c, rp),
-		authPath:          rp.Optional(authHandler(p, c.passAccessToken)),
-		userinfoPath:      rp.Optional(userinfoHandler(p)),
+		authPath:          rp.Optional(authHandler(ids, c.passAccessToken)),
+		userinfoPath:      rp.Optional(userinfoHandler(ids)),
 		"/ping":           http.HandlerFunc(ping),
 		"/ready":          readyHandler(rp),
 	}
@@ -86,17 +88,16 @@ func (h *handler) isPublic(p string) bool {
 	return false
 }
 
-// authorize lets the users the policy allows through to next, with their
-// identity in the context, and answers 403 to the others.
-func authorize(p *policy, next http.Handler) http.Handler {
+// authorize lets the users the policy allows through to next and answers
+// 403 to the others.
+func authorize(ids *identities, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, _ := oidcrp.UserFromContext(r.Context())
-		id := identityOf(u, p.groupsClaim)
-		if ok, why := p.allows(id); !ok {
-			forbidden(w, r, id, why)
+		if id := ids.of(u); !id.allowed {
+			forbidden(w, r, id, id.why)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -121,7 +122,7 @@ func startHandler(c *config, rp *oidcrp.RP) http.Handler {
 // authHandler answers nginx auth_request, Traefik forwardAuth and Caddy
 // forward_auth: 202 with the identity for an allowed user, 401 without a
 // session, 403 for a user who is not allowed.
-func authHandler(p *policy, passAccessToken bool) http.Handler {
+func authHandler(ids *identities, passAccessToken bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		u, ok := oidcrp.UserFromContext(r.Context())
@@ -129,8 +130,8 @@ func authHandler(p *policy, passAccessToken bool) http.Handler {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		id := identityOf(u, p.groupsClaim)
-		if ok, _ := p.allows(id); !ok {
+		id := ids.of(u)
+		if !id.allowed {
 			w.WriteHeader(http.StatusForbidden)
 			return
 		}
@@ -145,15 +146,15 @@ func authHandler(p *policy, passAccessToken bool) http.Handler {
 		if len(id.Groups) > 0 {
 			h.Set("X-Auth-Request-Groups", strings.Join(id.Groups, ","))
 		}
-		if passAccessToken && id.AccessToken != "" {
-			h.Set("X-Auth-Request-Access-Token", id.AccessToken)
+		if at := u.AccessToken(); passAccessToken && at != "" {
+			h.Set("X-Auth-Request-Access-Token", at)
 		}
 		w.WriteHeader(http.StatusAccepted)
 	})
 }
 
 // userinfoHandler answers oauth2-proxy's /oauth2/userinfo JSON.
-func userinfoHandler(p *policy) http.Handler {
+func userinfoHandler(ids *identities) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		u, ok := oidcrp.UserFromContext(r.Context())
@@ -161,7 +162,7 @@ func userinfoHandler(p *policy) http.Handler {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "login_required"})
 			return
 		}
-		id := identityOf(u, p.groupsClaim)
+		id := ids.of(u)
 		body := map[string]any{"user": id.Subject, "email": id.Email}
 		if id.PreferredUsername != "" {
 			body["preferredUsername"] = id.PreferredUsername

@@ -258,7 +258,7 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("-addr %s: %v", c.addr, err)
 	}
 	srv := &http.Server{
-		Handler:           newHandler(c, rp, newProxy(c, log)),
+		Handler:           newHandler(c, rp, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

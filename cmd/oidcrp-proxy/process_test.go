@@ -25,6 +25,9 @@ import (
 var proxyBin string
 
 func TestMain(m *testing.M) {
+	if runBareProxy() {
+		return
+	}
 	dir, err := os.MkdirTemp("", "oidcrp-proxy-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

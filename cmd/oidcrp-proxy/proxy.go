@@ -28,13 +28,29 @@ var identityHeaders = []string{
 	"Authorization",
 }
 
-// protectedName is a header name as CGI, WSGI and PHP see it: upper case,
-// with '_' for '-'. X_Forwarded_User and X-Forwarded-User become the same
-// variable there, so both spellings are removed.
-func protectedName(name string) bool {
-	n := strings.ToUpper(strings.ReplaceAll(name, "_", "-"))
+// identityHeaderSet holds identityHeaders, canonical, for the common case.
+var identityHeaderSet = func() map[string]bool {
+	m := map[string]bool{}
 	for _, h := range identityHeaders {
-		if n == strings.ToUpper(h) {
+		m[h] = true
+	}
+	return m
+}()
+
+// protectedName reports whether a header name is one of identityHeaders as
+// CGI, WSGI and PHP see it: case-insensitive, with '_' for '-'.
+// X_Forwarded_User and X-Forwarded-User become the same variable there, so
+// both spellings are removed. Go's server canonicalizes names without '_'.
+func protectedName(name string) bool {
+	if identityHeaderSet[name] {
+		return true
+	}
+	if !strings.ContainsRune(name, '_') && name == http.CanonicalHeaderKey(name) {
+		return false
+	}
+	n := strings.ReplaceAll(name, "_", "-")
+	for _, h := range identityHeaders {
+		if strings.EqualFold(n, h) {
 			return true
 		}
 	}
@@ -52,7 +68,7 @@ func stripIdentity(h http.Header) {
 }
 
 // setIdentity adds the user's identity headers for the upstream.
-func setIdentity(h http.Header, id *identity, passAccessToken bool) {
+func setIdentity(h http.Header, id *identity, accessToken string) {
 	h["X-Forwarded-User"] = []string{id.Subject}
 	if id.Email != "" {
 		h["X-Forwarded-Email"] = []string{id.Email}
@@ -63,8 +79,8 @@ func setIdentity(h http.Header, id *identity, passAccessToken bool) {
 	if len(id.Groups) > 0 {
 		h["X-Forwarded-Groups"] = []string{strings.Join(id.Groups, ",")}
 	}
-	if passAccessToken && id.AccessToken != "" {
-		h["X-Forwarded-Access-Token"] = []string{id.AccessToken}
+	if accessToken != "" {
+		h["X-Forwarded-Access-Token"] = []string{accessToken}
 	}
 }
 
@@ -103,7 +119,7 @@ func withoutSessionCookies(h http.Header) {
 // of unknown length and event streams are flushed as they come), passes
 // WebSocket upgrades, sets X-Forwarded-For, -Host and -Proto, and adds the
 // identity of the user that the middleware put in the request context.
-func newProxy(c *config, log *slog.Logger) *httputil.ReverseProxy {
+func newProxy(c *config, ids *identities, log *slog.Logger) *httputil.ReverseProxy {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	// Go's default of 2 idle connections per host makes a busy proxy open and
 	// close upstream connections all the time; keep enough for the load.
@@ -126,11 +142,11 @@ func newProxy(c *config, log *slog.Logger) *httputil.ReverseProxy {
 			stripIdentity(pr.Out.Header)
 			withoutSessionCookies(pr.Out.Header)
 			if u, ok := oidcrp.UserFromContext(pr.In.Context()); ok {
-				if id, ok := pr.In.Context().Value(identityKey{}).(*identity); ok {
-					setIdentity(pr.Out.Header, id, c.passAccessToken)
-				} else {
-					setIdentity(pr.Out.Header, &identity{Subject: u.Subject}, false)
+				at := ""
+				if c.passAccessToken {
+					at = u.AccessToken()
 				}
+				setIdentity(pr.Out.Header, ids.of(u), at)
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
