@@ -91,7 +91,7 @@ func list(s string) []string {
 func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	var c config
 	fs := flag.NewFlagSet("oidcrp-proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are reported in one line by main; -help prints the usage below
 	fs.StringVar(&c.issuer, "issuer", env("OIDC_ISSUER", ""), "OpenID Provider issuer URL (env OIDC_ISSUER); required unless -dev")
 	fs.StringVar(&c.upstream, "upstream", env("UPSTREAM", ""), "URL of the application to protect, http or https (env UPSTREAM); required")
 	fs.StringVar(&c.addr, "addr", env("ADDR", "127.0.0.1:4180"), "listen address (env ADDR)")
@@ -123,6 +123,11 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.passAccessToken, "pass-access-token", passAT, "send the user's access token as X-Forwarded-Access-Token (env PASS_ACCESS_TOKEN)")
 	fs.BoolVar(&c.passHostHeader, "pass-host-header", passHost, "send the client's Host header to the upstream (env PASS_HOST_HEADER)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: oidcrp-proxy -issuer URL -upstream URL [flags]   (or -dev -upstream URL for a try-out)")
+			fs.PrintDefaults()
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {

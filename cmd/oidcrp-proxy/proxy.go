@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -150,6 +152,10 @@ func newProxy(c *config, ids *identities, log *slog.Logger) *httputil.ReversePro
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				w.WriteHeader(http.StatusBadGateway) // the client went away: nothing to report
+				return
+			}
 			log.Warn("upstream request failed", "upstream", c.upstreamURL.String(), "path", r.URL.Path, "err", err)
 			http.Error(w, "The application behind this proxy is not answering.", http.StatusBadGateway)
 		},
