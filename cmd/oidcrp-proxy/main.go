@@ -159,7 +159,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-upstream %q must be an http(s) URL without query, e.g. http://127.0.0.1:3000", c.upstream)
 	}
 	c.upstreamURL = u
-	if _, _, err := net.SplitHostPort(c.addr); err != nil {
+	host, _, err := net.SplitHostPort(c.addr)
+	if err != nil {
 		return fmt.Errorf("-addr %q is not HOST:PORT", c.addr)
 	}
 	if c.metricsAddr != "" {
@@ -168,6 +169,9 @@ func (c *config) validate() error {
 		}
 	}
 	if c.publicURL == "" {
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return fmt.Errorf("-public-url (PUBLIC_URL) is required with -addr %q: the origin browsers use, e.g. https://tool.example.com", c.addr)
+		}
 		c.publicURL = "http://" + c.addr
 	}
 	p, err := url.Parse(strings.TrimSuffix(c.publicURL, "/"))

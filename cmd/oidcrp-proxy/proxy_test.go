@@ -225,6 +225,7 @@ func TestBadConfiguration(t *testing.T) {
 		{[]string{"-dev", "-upstream", "http://a", "-public-paths", "/oauth2/"}, nil, "-public-paths"},
 		{[]string{"-dev", "-upstream", "http://a", "-addr", "nonsense"}, nil, "-addr"},
 		{[]string{"-dev", "-upstream", "http://a", "-bogus"}, nil, "flag provided but not defined: -bogus"},
+		{[]string{"-dev", "-upstream", "http://a", "-addr", ":4180"}, nil, "-public-url (PUBLIC_URL) is required"},
 		{[]string{"-dev", "-upstream", "http://a", "extra"}, nil, "unexpected argument"},
 		{nil, []string{"UPSTREAM=http://a", "DEV=maybe"}, "DEV"},
 		{nil, []string{"UPSTREAM=http://a", "OIDC_ISSUER=https://op.example", "CREDENTIAL_STORE=redis://:bad:port"}, "-store"},
