@@ -323,3 +323,23 @@ func TestWebSocketAndStreaming(t *testing.T) {
 	close(release)
 	io.Copy(io.Discard, sresp.Body)
 }
+
+// TestPassAccessToken checks -pass-access-token: the upstream and
+// /oauth2/auth get the user's access token, and a client's forged one never
+// passes.
+func TestPassAccessToken(t *testing.T) {
+	up := newUpstream(t)
+	p := startProxy(t, "-dev", "-upstream", up.URL, "-pass-access-token")
+	b := newBrowser(t)
+	b.signIn(p.base + "/")
+	resp, body := b.get(p.base+"/", "text/html", spoofed...)
+	e := decodeEcho(t, resp, body)
+	checkNoSpoof(t, e.Headers)
+	at := e.Headers.Get("X-Forwarded-Access-Token")
+	if at == "" {
+		t.Fatalf("no access token reached the upstream: %v", e.Headers)
+	}
+	if resp, _ := b.get(p.base+"/oauth2/auth", "*/*"); resp.Header.Get("X-Auth-Request-Access-Token") != at {
+		t.Errorf("/oauth2/auth: access token %q, want the upstream's %q", resp.Header.Get("X-Auth-Request-Access-Token"), at)
+	}
+}
