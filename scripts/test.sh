@@ -4,8 +4,9 @@
 # (panva's oidc-provider, pinned in internal/interop/package-lock.json), and
 # `go test` of the core module with the oldest Go release its go.mod allows.
 # Installs what is missing: Node.js and npm (apt-get, when root), npm packages,
-# redis-server (apt-get), which it starts on a loopback port and stops, and
-# Chromium for the browser tests (scripts/chromium.sh).
+# redis-server (apt-get), which it starts on a loopback port and stops,
+# Chromium for the browser tests (scripts/chromium.sh), and nginx for
+# oidcrp-proxy's auth_request test (scripts/nginx.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,10 @@ fi
 # Headless Chromium for the example's browser tests (installed when missing).
 OIDCRP_CHROMIUM=${OIDCRP_CHROMIUM:-$(scripts/chromium.sh)}   # plain assignment so set -e catches a failure
 export OIDCRP_CHROMIUM
+
+# nginx for oidcrp-proxy's auth_request test, which starts its own (installed when missing).
+OIDCRP_NGINX=${OIDCRP_NGINX:-$(scripts/nginx.sh)}   # plain assignment so set -e catches a failure
+export OIDCRP_NGINX
 
 modules=$(git ls-files '*go.mod' 2>/dev/null | xargs -n1 dirname 2>/dev/null || echo .)
 [ -n "$modules" ] || modules=.
