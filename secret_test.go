@@ -70,3 +70,13 @@ func TestSecretFormsRedacted(t *testing.T) {
 		t.Errorf("empty secret prints %q", got)
 	}
 }
+
+// TestUserIDToken: the ID token a session was made from is available to the
+// handler, as signed by the provider.
+func TestUserIDToken(t *testing.T) {
+	t.Parallel()
+	u := &User{idToken: "a.b.c"}
+	if u.IDToken() != "a.b.c" {
+		t.Errorf("IDToken() = %q", u.IDToken())
+	}
+}

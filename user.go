@@ -36,6 +36,13 @@ type User struct {
 // it is meant for.
 func (u *User) AccessToken() string { return u.accessToken }
 
+// IDToken returns the raw ID token the session was made from (or the latest
+// one a refresh returned), for a proxy that hands it to an upstream as
+// oauth2-proxy does, and "" when it was dropped to keep the session cookie
+// under 4 KB (see Config.ClaimFilter). It was verified when the user signed
+// in; a receiver must verify it again.
+func (u *User) IDToken() string { return u.idToken }
+
 // Claims decodes the user's claims (the ID token's, merged with userinfo's,
 // after Config.ClaimFilter) into v, as json.Unmarshal does.
 func (u *User) Claims(v any) error {
