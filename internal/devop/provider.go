@@ -31,6 +31,7 @@
 //	/token                             token endpoint
 //	/userinfo                          UserInfo endpoint
 //	/end_session                       RP-initiated logout
+//	/revoke                            token revocation (RFC 7009)
 //
 // Only client_secret_basic, client_secret_post and none are implemented at the
 // token endpoint. Other methods may be advertised through
@@ -127,6 +128,10 @@ type Options struct {
 	// answers 404.
 	NoEndSession bool
 
+	// NoRevocation removes revocation_endpoint from discovery; the endpoint
+	// answers 404.
+	NoRevocation bool
+
 	// RotateRegistrationToken issues a fresh registration_access_token on
 	// every RFC 7592 GET and PUT; the previous token stops working.
 	RotateRegistrationToken bool
@@ -181,6 +186,11 @@ type Options struct {
 	TokenResponse func(body map[string]any)
 	// UserInfo modifies the UserInfo response claims.
 	UserInfo func(claims map[string]any)
+	// Revocation is called first at every revocation request (POST
+	// /revoke) with the status it would answer, 200. Changing it answers
+	// that status with a server_error and revokes nothing; the hook may
+	// also block, as an unresponsive endpoint would.
+	Revocation func(status *int)
 }
 
 // Stats counts requests per endpoint, whatever their outcome.
@@ -195,6 +205,7 @@ type Stats struct {
 	Token              int // token endpoint requests
 	UserInfo           int // UserInfo requests
 	EndSession         int // end-session requests
+	Revocation         int // revocation requests (RFC 7009)
 }
 
 // Client is a registered client as the provider stores it.
@@ -373,6 +384,8 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.handleUserInfo(w, r)
 	case path == "/end_session" && !p.opts.NoEndSession:
 		p.handleEndSession(w, r)
+	case path == "/revoke" && !p.opts.NoRevocation:
+		p.handleRevocation(w, r)
 	default:
 		notFound(w, r)
 	}
@@ -419,6 +432,10 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	}
 	if !p.opts.NoEndSession {
 		doc["end_session_endpoint"] = issuer + "/end_session"
+	}
+	if !p.opts.NoRevocation {
+		doc["revocation_endpoint"] = issuer + "/revoke"
+		doc["revocation_endpoint_auth_methods_supported"] = slices.Clone(p.opts.AuthMethods)
 	}
 	if p.opts.Discovery != nil {
 		p.opts.Discovery(doc)
