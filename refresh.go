@@ -12,6 +12,16 @@ import (
 	"golang.org/x/oauth2"
 )
 
+// accessExpiry returns when an access token issued at now (the relying
+// party's clock, as User.tokensAt) expires: expires_in after it, rather than
+// x/oauth2's Expiry, which is on the wall clock.
+func accessExpiry(tok *oauth2.Token, now time.Time) time.Time {
+	if tok.ExpiresIn > 0 {
+		return now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	return tok.Expiry
+}
+
 // refreshSkew refreshes access tokens a little before they expire: 30
 // seconds, or a tenth of their lifetime when that is shorter.
 func (u *User) refreshSkew() time.Duration {
@@ -162,7 +172,8 @@ func (rp *RP) doRefresh(ctx context.Context, c *client, u *User) (*User, error) 
 		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
 	}
 	nu := *u // same session id: a logout revokes every generation of the session
-	nu.accessToken, nu.accessExpiry, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
+	nu.accessToken, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.RefreshToken, rp.now()
+	nu.accessExpiry = accessExpiry(tok, nu.tokensAt)
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := c.verifier.Verify(ctx, raw)
 		if err != nil {
