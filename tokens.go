@@ -66,7 +66,9 @@ func UserTokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 // user: each carries the access token from [UserTokenSource] in an
 // "Authorization: Bearer" header. The same conditions and errors apply: the
 // token is refreshed when it expires, and the client is valid for the
-// request only. It uses the transport and timeout of Config.HTTPClient.
+// request only. It uses the transport and timeout of Config.HTTPClient
+// (under [Tenants] without Base.HTTPClient, that is [PublicHTTPClient],
+// which refuses internal addresses).
 //
 // It follows redirects within the origin of the request only: a redirect to
 // another origin is returned as the response, so that the token never

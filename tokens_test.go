@@ -309,3 +309,30 @@ func TestUserClientRefusedRefreshEndsSession(t *testing.T) {
 		t.Errorf("after the session ended: %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestUserTokenSourceAfterLogoutMeanwhile: a session ended while its
+// request is served gives no more tokens, fresh or not.
+func TestUserTokenSourceAfterLogoutMeanwhile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{}, Config{KeepTokens: true})
+	e.login("/")
+	c := e.cookie("oidcrp")
+	req := httptest.NewRequest(http.MethodGet, e.app.URL+"/x", nil)
+	req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	var before, after error
+	e.rp.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts, err := UserTokenSource(r.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, before = ts.Token()
+		u, _ := UserFromContext(r.Context())
+		if err := e.rp.EndSession(r.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+		_, after = ts.Token()
+	})).ServeHTTP(httptest.NewRecorder(), req)
+	if before != nil || !errors.Is(after, ErrSessionEnded) {
+		t.Errorf("before the logout: %v; after: %v, want ErrSessionEnded", before, after)
+	}
+}
