@@ -48,7 +48,7 @@ type Event struct {
 	//   - "backchannel_logout": a logout token the provider POSTed
 	//     (Back-Channel Logout 1.0), an exception when it was refused;
 	//   - "frontchannel_logout": a front-channel logout request
-	//     (Front-Channel Logout 1.0), an exception when it was refused.
+	//     (Front-Channel Logout 1.0), an exception when it was refused;
 	//   - "revocation": revoking the tokens of a session that was logged
 	//     out (RFC 7009, Config.KeepTokens), after the logout's response.
 	Op       string
