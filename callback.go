@@ -217,7 +217,8 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 		rp.longestSeen.Store(int64(d)) // how long a logout must be remembered
 	}
 	if rp.cfg.KeepTokens {
-		u.accessToken, u.accessExpiry, u.refreshToken, u.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
+		u.accessToken, u.refreshToken, u.tokensAt = tok.AccessToken, tok.RefreshToken, rp.now()
+		u.accessExpiry = accessExpiry(tok, u.tokensAt)
 	}
 	if rp.cfg.SessionLifetime > 0 {
 		u.Expiry = rp.now().Add(rp.cfg.SessionLifetime)

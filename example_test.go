@@ -2,7 +2,9 @@ package oidcrp_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"time"
@@ -238,4 +240,55 @@ func ExampleRP_EndSessions() {
 		}
 		fmt.Fprintln(w, "this session has ended")
 	})))
+}
+
+// Call an API as the signed-in user: the client sends the user's access
+// token and refreshes it when it expires, writing the refreshed session
+// back. Make the calls before writing the response, so that the refreshed
+// session cookie can still be set.
+func ExampleUserClient() {
+	rp, err := oidcrp.New(oidcrp.Config{
+		Issuer:      "https://login.example.com",
+		RedirectURL: "https://app.example.com/auth/callback",
+		KeepTokens:  true, // required
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	http.Handle("GET /orders", rp.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hc, err := oidcrp.UserClient(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		resp, err := hc.Get("https://api.example.com/orders")
+		if errors.Is(err, oidcrp.ErrSessionEnded) {
+			http.Error(w, "please sign in again", http.StatusUnauthorized) // the provider refused a refresh
+			return
+		} else if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		_, _ = io.Copy(w, resp.Body)
+	})))
+}
+
+// The user's tokens as an oauth2.TokenSource, for SDKs that take one.
+func ExampleUserTokenSource() {
+	handler := func(w http.ResponseWriter, r *http.Request) {
+		ts, err := oidcrp.UserTokenSource(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		tok, err := ts.Token() // refreshed when about to expire
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprintln(w, "token expires at", tok.Expiry)
+	}
+	_ = handler
 }

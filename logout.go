@@ -61,6 +61,7 @@ func (rp *RP) logout(w http.ResponseWriter, r *http.Request) {
 	rp.endSession(w, r, u)
 	if u != nil {
 		rp.log.Info("oidcrp: logout", "sub", u.Subject)
+		rp.revokeTokens(r.Context(), u) // in the background
 	}
 	done := rp.cfg.LogoutPath + "?done"
 	c, err := rp.lc.client(r.Context())

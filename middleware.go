@@ -47,7 +47,11 @@ func (rp *RP) require(w http.ResponseWriter, r *http.Request, next http.Handler)
 		if !rp.cfg.AllowCaching {
 			noStore(w.Header()) // before next runs, so that next may override it
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+		ctx := context.WithValue(r.Context(), userKey{}, u)
+		if rp.cfg.KeepTokens {
+			w, ctx = rp.withTokens(ctx, w, r, u)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 		return
 	}
 	if !isNavigation(r) {
@@ -71,7 +75,11 @@ func (rp *RP) optional(w http.ResponseWriter, r *http.Request, next http.Handler
 		return
 	}
 	if u := rp.user(w, r); u != nil {
-		r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
+		ctx := context.WithValue(r.Context(), userKey{}, u)
+		if rp.cfg.KeepTokens {
+			w, ctx = rp.withTokens(ctx, w, r, u)
+		}
+		r = r.WithContext(ctx)
 	}
 	next.ServeHTTP(w, r)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -11,6 +12,16 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 )
+
+// accessExpiry returns when an access token issued at now (the relying
+// party's clock, as User.tokensAt) expires: expires_in after it, rather than
+// x/oauth2's Expiry, which is on the wall clock.
+func accessExpiry(tok *oauth2.Token, now time.Time) time.Time {
+	if tok.ExpiresIn > 0 {
+		return now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	return tok.Expiry
+}
 
 // refreshSkew refreshes access tokens a little before they expire: 30
 // seconds, or a tenth of their lifetime when that is shorter.
@@ -23,17 +34,44 @@ func (u *User) refreshSkew() time.Duration {
 }
 
 // refreshed refreshes u's tokens, writes the new session cookie and returns
-// the new user, or nil (the session ends) if the provider refuses.
-// Concurrent requests of a session share one refresh: providers that rotate
-// refresh tokens accept each one once.
+// the new user, or nil (the session ends) if the provider refuses. A
+// provider that cannot be asked leaves the session as it is while it lasts.
 func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
+	nu, err := rp.refreshSession(w, r, u)
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) && r.Context().Err() == nil && rp.now().Before(u.Expiry) {
+			return u // try again on a later request
+		}
+		return nil
+	}
+	return nu
+}
+
+// refreshSession refreshes u's tokens and writes the refreshed session
+// back (a Set-Cookie on w, or the server-side record). Concurrent requests
+// of a session share one refresh: providers that rotate refresh tokens
+// accept each one once. It fails with an error wrapping ErrUnavailable when
+// the provider could not be asked (the session stays), or ErrSessionEnded
+// when the provider refused or the session ended meanwhile (its cookie is
+// cleared on w).
+func (rp *RP) refreshSession(w http.ResponseWriter, r *http.Request, u *User) (*User, error) {
 	nu, err, first := rp.refreshes.do(r.Context(), u.sid, func(ctx context.Context) (*User, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
 		defer cancel()
-		return rp.refresh(ctx, u)
+		nu, err := rp.refresh(ctx, u)
+		if err == nil && rp.cfg.SessionStore == nil {
+			// Before the refresh counts as done: a request of the session
+			// that asks after this one must find the new tokens, since the
+			// provider may refuse the old refresh token now. A logout
+			// meanwhile still holds: the revocation check refuses nu too.
+			if value := cookieValue(r, rp.cfg.SessionName); value != "" {
+				rp.sessions.replace(value, nu)
+			}
+		}
+		return nu, err
 	})
 	if err != nil && r.Context().Err() != nil {
-		return nil // the request went away
+		return nil, r.Context().Err() // the request went away
 	}
 	if err != nil {
 		if !refused(err) {
@@ -43,10 +81,10 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 				// Once per outage: every request of every session retries.
 				rp.refreshFail.failed(rp.log, slog.LevelWarn, rp.now(), "oidcrp: refreshing sessions' tokens failed; will retry", err, "sub", u.Subject)
 			}
-			if rp.now().Before(u.Expiry) {
-				return u
+			if errors.Is(err, ErrUnavailable) {
+				return nil, err
 			}
-			return nil
+			return nil, fmt.Errorf("%w: refreshing the tokens: %w", ErrUnavailable, err)
 		}
 		if first {
 			rp.log.Info("oidcrp: session ended: the provider refused to refresh its tokens", "sub", u.Subject, "err", err)
@@ -55,29 +93,24 @@ func (rp *RP) refreshed(w http.ResponseWriter, r *http.Request, u *User) *User {
 			}
 		}
 		rp.endSession(w, r, nil)
-		return nil
+		return nil, fmt.Errorf("%w: the provider refused to refresh its tokens: %w", ErrSessionEnded, err)
 	}
 	if first {
 		rp.refreshFail.ended(rp.log, rp.now(), "oidcrp: refreshing sessions' tokens works again")
 	}
 	if rp.revokedMeanwhile(r.Context(), u) {
 		rp.endSession(w, r, nil) // a logout while the refresh was in flight wins
-		return nil
+		return nil, fmt.Errorf("%w: it was logged out while its tokens were refreshed", ErrSessionEnded)
 	}
 	if err := rp.startSession(w, r, nu, true); errors.Is(err, errSessionGone) {
 		rp.log.Info("oidcrp: session ended meanwhile: its server-side record was deleted during the refresh", "sub", u.Subject)
 		rp.endSession(w, r, nil)
-		return nil
+		return nil, fmt.Errorf("%w: %w", ErrSessionEnded, err)
 	} else if err != nil {
 		rp.log.Error("oidcrp: storing the refreshed session failed", "err", err)
-		return nil
+		return nil, err
 	}
-	if first && rp.cfg.SessionStore == nil {
-		if value := cookieValue(r, rp.cfg.SessionName); value != "" {
-			rp.sessions.replace(value, nu)
-		}
-	}
-	return nu
+	return nu, nil
 }
 
 // revokedMeanwhile reports whether u's session was ended, here or in
@@ -162,7 +195,8 @@ func (rp *RP) doRefresh(ctx context.Context, c *client, u *User) (*User, error) 
 		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
 	}
 	nu := *u // same session id: a logout revokes every generation of the session
-	nu.accessToken, nu.accessExpiry, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.Expiry, tok.RefreshToken, rp.now()
+	nu.accessToken, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.RefreshToken, rp.now()
+	nu.accessExpiry = accessExpiry(tok, nu.tokensAt)
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := c.verifier.Verify(ctx, raw)
 		if err != nil {

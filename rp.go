@@ -119,11 +119,13 @@ type Config struct {
 	ClaimFilter func(claims map[string]any)
 
 	// KeepTokens keeps the access token and the refresh token in the
-	// session, for handlers that call APIs as the user (User.AccessToken).
+	// session, for handlers that call APIs as the user ([UserClient]).
 	// When a refresh token was issued, the middleware refreshes the tokens
 	// as they expire, and the session lasts as long as the provider honours
 	// the refresh token (within SessionLifetime, when set), rather than
-	// ending with the ID token. Default: tokens are not kept.
+	// ending with the ID token. [UserClient] and [UserTokenSource] need it.
+	// At logout the tokens are revoked when the provider has a
+	// revocation_endpoint (RFC 7009). Default: tokens are not kept.
 	KeepTokens bool
 
 	// PushedAuthorization sends every authorization request through the

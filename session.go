@@ -73,14 +73,22 @@ func (rp *RP) user(w http.ResponseWriter, r *http.Request) *User {
 	switch {
 	case u.refreshToken == "":
 		return u // sessionUser let only live sessions through
-	case rp.cfg.SessionLifetime > 0 && !now.Before(u.Expiry):
-		return nil // the configured lifetime is over, refresh token or not
-	case rp.cfg.SessionLifetime == 0 && !u.since.IsZero() && now.Sub(u.since) > maxRefreshable:
-		return nil // refreshable sessions end at the latest maxRefreshable after login
+	case !rp.refreshable(u, now):
+		return nil
 	case now.Before(u.Expiry) && (u.accessExpiry.IsZero() || now.Before(u.accessExpiry.Add(-u.refreshSkew()))):
 		return u
 	}
 	return rp.refreshed(w, r, u)
+}
+
+// refreshable reports whether a session with a refresh token may still be
+// refreshed: not past Config.SessionLifetime, and, without one, at most
+// maxRefreshable after login.
+func (rp *RP) refreshable(u *User, now time.Time) bool {
+	if rp.cfg.SessionLifetime > 0 {
+		return now.Before(u.Expiry) // the configured lifetime is over, refresh token or not
+	}
+	return u.since.IsZero() || now.Sub(u.since) <= maxRefreshable
 }
 
 // sessionValueKey is the sessions.Session value holding the encoded user

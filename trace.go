@@ -27,6 +27,7 @@ const (
 	opLogout             = "logout"              // ending a session
 	opBackchannelLogout  = "backchannel_logout"  // a logout token from the provider
 	opFrontchannelLogout = "frontchannel_logout" // a front-channel logout request
+	opRevocation         = "revocation"          // revoking a logged-out session's tokens (RFC 7009)
 )
 
 // Event describes an operation. It never carries secrets, codes or tokens.
@@ -51,7 +52,9 @@ type Event struct {
 	//   - "backchannel_logout": a logout token the provider POSTed
 	//     (Back-Channel Logout 1.0), an exception when it was refused;
 	//   - "frontchannel_logout": a front-channel logout request
-	//     (Front-Channel Logout 1.0), an exception when it was refused.
+	//     (Front-Channel Logout 1.0), an exception when it was refused;
+	//   - "revocation": revoking the tokens of a session that was logged
+	//     out (RFC 7009, Config.KeepTokens), after the logout's response.
 	Op       string
 	Issuer   string
 	Tenant   string        // "" for a single-tenant RP

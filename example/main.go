@@ -22,11 +22,13 @@ import (
 	"flag"
 	"fmt"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -137,6 +139,7 @@ func singleApp(startProvider func() (string, error), publicURL, iat string, cs o
 		InitialAccessToken: oidcrp.Secret(iat),
 		Store:              cs,
 		Logger:             log,
+		KeepTokens:         true, // for /api-demo: call APIs as the user
 	})
 	if err != nil {
 		return nil, err
@@ -144,6 +147,7 @@ func singleApp(startProvider func() (string, error), publicURL, iat string, cs o
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", rp.Require(http.HandlerFunc(home)))
 	mux.Handle("GET /me", rp.Require(http.HandlerFunc(me)))
+	mux.Handle("GET /api-demo", rp.Require(http.HandlerFunc(apiDemo)))
 	mux.Handle("/logout", rp)
 	mux.Handle("/auth/callback", rp)
 	return mux, nil
@@ -180,7 +184,7 @@ func tenantsApp(ids []string, startProvider func() (string, error), publicURL, i
 			return false
 		},
 		AllowPrivateNetworks: devProviders, // the embedded providers listen on loopback
-		Base:                 oidcrp.Config{Store: cs, InitialAccessToken: oidcrp.Secret(iat), Logger: log},
+		Base:                 oidcrp.Config{Store: cs, InitialAccessToken: oidcrp.Secret(iat), Logger: log, KeepTokens: true},
 	})
 	if err != nil {
 		return nil, err
@@ -188,6 +192,7 @@ func tenantsApp(ids []string, startProvider func() (string, error), publicURL, i
 	mux := http.NewServeMux()
 	mux.Handle("GET /t/{tenant}/{$}", tenants.Require(http.HandlerFunc(home)))
 	mux.Handle("GET /t/{tenant}/me", tenants.Require(http.HandlerFunc(me)))
+	mux.Handle("GET /t/{tenant}/api-demo", tenants.Require(http.HandlerFunc(apiDemo)))
 	mux.Handle("/t/{tenant}/logout", tenants)
 	mux.Handle("/t/{tenant}/auth/callback", tenants)
 	return mux, nil
@@ -215,6 +220,7 @@ var homePage = template.Must(template.New("home").Parse(`<!doctype html>
 <body><h1>Hello, {{.Name}}</h1>
 <p>Subject <code>{{.Sub}}</code> at <code>{{.Iss}}</code>.</p>
 <p><a href="me">Your claims as JSON</a></p>
+<p><a href="api-demo">Call the provider's userinfo API as you</a> (with your access token, refreshed as needed)</p>
 <form method="post" action="{{.Logout}}"><button type="submit">Sign out</button></form>
 </body></html>
 `))
@@ -244,4 +250,76 @@ func me(w http.ResponseWriter, r *http.Request) {
 	_ = u.Claims(&claims)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"sub": u.Subject, "iss": u.Issuer, "claims": claims})
+}
+
+// apiDemo calls the provider's userinfo endpoint as the signed-in user,
+// through the user's client: the access token is attached, and refreshed
+// first when it has expired (the refreshed session is written back, since
+// the response has not started yet).
+func apiDemo(w http.ResponseWriter, r *http.Request) {
+	u, _ := oidcrp.UserFromContext(r.Context())
+	answer := func(status int, v map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	endpoint, err := userinfoEndpoint(r.Context(), u.Issuer)
+	if err != nil {
+		answer(http.StatusBadGateway, map[string]any{"error": err.Error()})
+		return
+	}
+	hc, err := oidcrp.UserClient(r.Context())
+	if err != nil {
+		answer(http.StatusInternalServerError, map[string]any{"error": err.Error()})
+		return
+	}
+	req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, endpoint, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		// errors.Is(err, oidcrp.ErrSessionEnded): the provider refused to
+		// refresh the tokens; the next navigation signs in again.
+		answer(http.StatusBadGateway, map[string]any{"error": err.Error(), "session_ended": errors.Is(err, oidcrp.ErrSessionEnded)})
+		return
+	}
+	defer resp.Body.Close()
+	var claims map[string]any
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&claims)
+	answer(http.StatusOK, map[string]any{"userinfo_endpoint": endpoint, "status": resp.StatusCode, "userinfo": claims})
+}
+
+var (
+	endpointsMu sync.Mutex
+	endpoints   = map[string]string{} // issuer → userinfo endpoint
+)
+
+// userinfoEndpoint reads the userinfo endpoint from the issuer's discovery
+// document, once per issuer.
+func userinfoEndpoint(ctx context.Context, issuer string) (string, error) {
+	endpointsMu.Lock()
+	ep, ok := endpoints[issuer]
+	endpointsMu.Unlock()
+	if ok {
+		return ep, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("discovery: %w", err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		UserinfoEndpoint string `json:"userinfo_endpoint"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&doc); err != nil || doc.UserinfoEndpoint == "" {
+		return "", fmt.Errorf("discovery: no userinfo_endpoint (HTTP %d)", resp.StatusCode)
+	}
+	endpointsMu.Lock()
+	endpoints[issuer] = doc.UserinfoEndpoint
+	endpointsMu.Unlock()
+	return doc.UserinfoEndpoint, nil
 }

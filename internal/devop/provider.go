@@ -32,6 +32,7 @@
 //	/par                               pushed authorization requests (RFC 9126; [Options.PAR])
 //	/userinfo                          UserInfo endpoint
 //	/end_session                       RP-initiated logout
+//	/revoke                            token revocation (RFC 7009)
 //
 // Only client_secret_basic, client_secret_post and none are implemented at the
 // token endpoint. Other methods may be advertised through
@@ -128,6 +129,10 @@ type Options struct {
 	// answers 404.
 	NoEndSession bool
 
+	// NoRevocation removes revocation_endpoint from discovery; the endpoint
+	// answers 404.
+	NoRevocation bool
+
 	// RotateRegistrationToken issues a fresh registration_access_token on
 	// every RFC 7592 GET and PUT; the previous token stops working.
 	RotateRegistrationToken bool
@@ -200,6 +205,11 @@ type Options struct {
 	// authorization request endpoint, errors included: status and JSON body.
 	// A request the provider accepted is kept whatever the hook does.
 	PushedAuthorization func(status *int, body map[string]any)
+	// Revocation is called first at every revocation request (POST
+	// /revoke) with the status it would answer, 200. Changing it answers
+	// that status with a server_error and revokes nothing; the hook may
+	// also block, as an unresponsive endpoint would.
+	Revocation func(status *int)
 }
 
 // Stats counts requests per endpoint, whatever their outcome.
@@ -215,6 +225,7 @@ type Stats struct {
 	UserInfo           int // UserInfo requests
 	EndSession         int // end-session requests
 	PAR                int // pushed authorization requests
+	Revocation         int // revocation requests (RFC 7009)
 }
 
 // Client is a registered client as the provider stores it.
@@ -399,6 +410,8 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.handleUserInfo(w, r)
 	case path == "/end_session" && !p.opts.NoEndSession:
 		p.handleEndSession(w, r)
+	case path == "/revoke" && !p.opts.NoRevocation:
+		p.handleRevocation(w, r)
 	default:
 		notFound(w, r)
 	}
@@ -451,6 +464,10 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.opts.RequirePAR {
 		doc["require_pushed_authorization_requests"] = true
+	}
+	if !p.opts.NoRevocation {
+		doc["revocation_endpoint"] = issuer + "/revoke"
+		doc["revocation_endpoint_auth_methods_supported"] = slices.Clone(p.opts.AuthMethods)
 	}
 	if p.opts.Discovery != nil {
 		p.opts.Discovery(doc)

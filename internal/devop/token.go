@@ -339,3 +339,57 @@ func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, claims)
 }
+
+// handleRevocation serves the revocation endpoint (RFC 7009). The client
+// authenticates as at the token endpoint. Revoking a refresh token revokes
+// its grant: the access tokens issued with it too (§2.1). Unknown tokens,
+// and tokens of other clients, are answered 200 and left alone (§2.2).
+func (p *Provider) handleRevocation(w http.ResponseWriter, r *http.Request) {
+	p.count(func(s *Stats) { s.Revocation++ })
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST at the revocation endpoint")
+		return
+	}
+	status := http.StatusOK
+	if p.opts.Revocation != nil {
+		p.opts.Revocation(&status)
+	}
+	if status != http.StatusOK {
+		writeError(w, status, "server_error", "the revocation endpoint failed (hook)")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
+		return
+	}
+	c, basic, terr := p.authenticateClient(r, r.PostForm)
+	if terr != nil {
+		if terr.status == http.StatusUnauthorized && basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="devop"`)
+		}
+		writeError(w, terr.status, terr.code, terr.description)
+		return
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		writeError(w, http.StatusBadRequest, "invalid_request", "token is required")
+		return
+	}
+	p.mu.Lock()
+	if rt := p.refresh[tok]; rt != nil && rt.clientID == c.id {
+		delete(p.refresh, tok)
+		for k, at := range p.access {
+			if at.grant == rt.grant {
+				delete(p.access, k)
+			}
+		}
+	}
+	if at := p.access[tok]; at != nil && at.clientID == c.id {
+		delete(p.access, tok)
+	}
+	p.mu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
