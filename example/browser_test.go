@@ -186,20 +186,6 @@ func showsUser(v view) bool {
 		strings.Contains(v.Text, "demo@example.test") && !atProvider(v)
 }
 
-// signIn navigates to base+path, clicks the provider's sign-in button and
-// waits to be back at path, signed in.
-func (tb tab) signIn(base, path string) (view, error) {
-	if err := tb.do(chromedp.Navigate(base + path)); err != nil {
-		return view{}, err
-	}
-	if _, err := tb.wait("the provider's sign-in page", atProvider); err != nil {
-		return view{}, err
-	}
-	return tb.click(`button[value="login"]`, path+" signed in", func(v view) bool {
-		return v.URL == base+path && showsUser(v)
-	})
-}
-
 // TestBrowserSignInAndOut cancels a sign-in, signs in, reads /me, signs out
 // with the example's button, and presses Back: no page may show the user
 // any more.

@@ -4,7 +4,6 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -14,7 +13,7 @@ func buildExample(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is needed to build the example: %v", err)
 	}
 	path := filepath.Join(t.TempDir(), "example")
 	if out, err := exec.Command(goTool, "build", "-o", path, ".").CombinedOutput(); err != nil {
