@@ -52,6 +52,7 @@ type config struct {
 	metricsAddr                                        string
 	initialAccessToken                                 string
 	dev, passAccessToken, passHostHeader               bool
+	passAuthorization                                  bool
 	scopes, publicPaths                                []string
 	policy                                             policy
 
@@ -119,8 +120,13 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	passAuthz, err := envBool("PASS_AUTHORIZATION_HEADER", false)
+	if err != nil {
+		return nil, err
+	}
 	fs.BoolVar(&c.dev, "dev", dev, "start an embedded development provider on loopback, NOT for production (env DEV)")
 	fs.BoolVar(&c.passAccessToken, "pass-access-token", passAT, "send the user's access token as X-Forwarded-Access-Token (env PASS_ACCESS_TOKEN)")
+	fs.BoolVar(&c.passAuthorization, "pass-authorization-header", passAuthz, "send the user's ID token as Authorization: Bearer, when the session kept it (env PASS_AUTHORIZATION_HEADER)")
 	fs.BoolVar(&c.passHostHeader, "pass-host-header", passHost, "send the client's Host header to the upstream (env PASS_HOST_HEADER)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

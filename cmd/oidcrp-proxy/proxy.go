@@ -69,8 +69,9 @@ func stripIdentity(h http.Header) {
 	}
 }
 
-// setIdentity adds the user's identity headers for the upstream.
-func setIdentity(h http.Header, id *identity, accessToken string) {
+// setIdentity adds the user's identity headers for the upstream: the
+// identity, the access token and the ID token when they are given.
+func setIdentity(h http.Header, id *identity, accessToken, idToken string) {
 	h["X-Forwarded-User"] = []string{id.Subject}
 	if id.Email != "" {
 		h["X-Forwarded-Email"] = []string{id.Email}
@@ -83,6 +84,9 @@ func setIdentity(h http.Header, id *identity, accessToken string) {
 	}
 	if accessToken != "" {
 		h["X-Forwarded-Access-Token"] = []string{accessToken}
+	}
+	if idToken != "" {
+		h["Authorization"] = []string{"Bearer " + idToken}
 	}
 }
 
@@ -144,11 +148,16 @@ func newProxy(c *config, ids *identities, log *slog.Logger) *httputil.ReversePro
 			stripIdentity(pr.Out.Header)
 			withoutSessionCookies(pr.Out.Header)
 			if u, ok := oidcrp.UserFromContext(pr.In.Context()); ok {
-				at := ""
+				at, idt := "", ""
 				if c.passAccessToken {
 					at = u.AccessToken()
 				}
-				setIdentity(pr.Out.Header, ids.of(u), at)
+				if c.passAuthorization {
+					// "" when the ID token was dropped to keep the session
+					// cookie small: then no Authorization header at all.
+					idt = u.IDToken()
+				}
+				setIdentity(pr.Out.Header, ids.of(u), at, idt)
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
