@@ -90,6 +90,26 @@ func setIdentity(h http.Header, id *identity, accessToken, idToken string) {
 	}
 }
 
+// isSessionCookie reports whether name is one of the library's cookies:
+// the session ("oidcrp", a tenant's "oidcrp_" and 12 hex digits, with
+// "__Host-" in front when the public URL is https) and the login attempts.
+func isSessionCookie(name string) bool {
+	name = strings.TrimPrefix(name, "__Host-")
+	if name == "oidcrp" || strings.HasPrefix(name, "oidcrp_login_") {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(name, "oidcrp_")
+	if !ok || len(suffix) != 12 {
+		return false
+	}
+	for _, r := range suffix {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // withoutSessionCookies removes the proxy's own cookies (the session and the
 // login attempts) from a Cookie header: the upstream has no use for them.
 func withoutSessionCookies(h http.Header) {
@@ -102,7 +122,7 @@ func withoutSessionCookies(h http.Header) {
 	for _, line := range lines {
 		for _, c := range strings.Split(line, ";") {
 			name, _, _ := strings.Cut(strings.TrimSpace(c), "=")
-			if name == "oidcrp" || strings.HasPrefix(name, "oidcrp_login_") {
+			if isSessionCookie(name) {
 				changed = true
 				continue
 			}
