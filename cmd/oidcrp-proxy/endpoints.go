@@ -24,38 +24,84 @@ const (
 	frontchannelPath = "/oauth2/frontchannel-logout" // likewise
 )
 
-// handler routes the proxy's own endpoints, then public paths, and sends
-// everything else through sign-in and authorization to the upstream.
+// handler routes /ping and /ready, then the proxy's own endpoints of the
+// request's relying party (the only one, or the tenant of its host), then
+// public paths, and sends everything else through sign-in and
+// authorization to the upstream.
 type handler struct {
-	own       map[string]http.Handler
-	public    []string
-	protected http.Handler
-	upstream  http.Handler
+	public   []string
+	upstream http.Handler
+	ready    http.Handler
+	single   *site        // without tenants
+	tenants  *tenantSites // with -tenant
 }
 
-func newHandler(c *config, rp *oidcrp.RP, log *slog.Logger) http.Handler {
+// site is the endpoints of one relying party.
+type site struct {
+	own       map[string]http.Handler
+	protected http.Handler
+}
+
+func newSite(c *config, rp *oidcrp.RP, origin *url.URL, ids *identities, upstream http.Handler) *site {
+	start := startHandler(origin, rp)
+	return &site{
+		protected: rp.Require(authorize(ids, upstream)),
+		own: map[string]http.Handler{
+			callbackPath:      rp.CallbackHandler(),
+			signOutPath:       rp.LogoutHandler(),
+			backchannelPath:   rp.BackchannelLogoutHandler(),
+			frontchannelPath:  rp.FrontchannelLogoutHandler(),
+			startPath:         start,
+			"/oauth2/sign_in": start,
+			authPath:          rp.Optional(authHandler(ids, c.passAccessToken)),
+			userinfoPath:      rp.Optional(userinfoHandler(ids)),
+		},
+	}
+}
+
+// newHandler serves one relying party, rp, or with tenants (rp nil) the
+// tenant of each request's host.
+func newHandler(c *config, rp *oidcrp.RP, ts *tenantSites, log *slog.Logger) http.Handler {
 	ids := &identities{policy: &c.policy}
 	upstream := newProxy(c, ids, log)
 	h := &handler{public: c.publicPaths, upstream: upstream}
-	h.protected = rp.Require(authorize(ids, upstream))
-	h.own = map[string]http.Handler{
-		callbackPath:      rp.CallbackHandler(),
-		signOutPath:       rp.LogoutHandler(),
-		backchannelPath:   rp.BackchannelLogoutHandler(),
-		frontchannelPath:  rp.FrontchannelLogoutHandler(),
-		startPath:         startHandler(c, rp),
-		"/oauth2/sign_in": startHandler(c, rp),
-		authPath:          rp.Optional(authHandler(ids, c.passAccessToken)),
-		userinfoPath:      rp.Optional(userinfoHandler(ids)),
-		"/ping":           http.HandlerFunc(ping),
-		"/ready":          readyHandler(rp),
+	if ts != nil {
+		ts.build = func(rp *oidcrp.RP, origin *url.URL) *site { return newSite(c, rp, origin, ids, upstream) }
+		h.tenants = ts
+		h.ready = readyHandler(func(ctx context.Context) error {
+			rps, err := ts.all()
+			for _, rp := range rps {
+				if err == nil {
+					err = rp.Ready(ctx)
+				}
+			}
+			return err
+		}, func() any { return ts.tenants.Status() })
+	} else {
+		h.single = newSite(c, rp, c.public, ids, upstream)
+		h.ready = readyHandler(rp.Ready, func() any { return rp.Status() })
 	}
 	return h
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if own, ok := h.own[p]; ok {
+	switch p {
+	case "/ping":
+		ping(w, r)
+		return
+	case "/ready":
+		h.ready.ServeHTTP(w, r)
+		return
+	}
+	s := h.single
+	if h.tenants != nil {
+		if s = h.tenants.site(r); s == nil {
+			http.NotFound(w, r) // a host no tenant has: never a tenant made from the Host header
+			return
+		}
+	}
+	if own, ok := s.own[p]; ok {
 		own.ServeHTTP(w, r)
 		return
 	}
@@ -67,7 +113,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.upstream.ServeHTTP(w, r)
 		return
 	}
-	h.protected.ServeHTTP(w, r)
+	s.protected.ServeHTTP(w, r)
 }
 
 // isPublic reports whether path is one of the configured public paths. Only
@@ -102,14 +148,14 @@ func authorize(ids *identities, next http.Handler) http.Handler {
 }
 
 // startHandler starts a sign-in and returns to rd, a path or a URL on the
-// proxy's public origin (oauth2-proxy's /oauth2/start?rd=).
-func startHandler(c *config, rp *oidcrp.RP) http.Handler {
+// proxy's public origin, origin (oauth2-proxy's /oauth2/start?rd=).
+func startHandler(origin *url.URL, rp *oidcrp.RP) http.Handler {
 	login := rp.LoginHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rd := r.URL.Query().Get("rd")
 		if u, err := url.Parse(rd); err == nil && u.IsAbs() {
 			rd = "/"
-			if u.Scheme == c.public.Scheme && strings.EqualFold(u.Host, c.public.Host) {
+			if u.Scheme == origin.Scheme && strings.EqualFold(u.Host, origin.Host) {
 				rd = u.RequestURI()
 			}
 		}
@@ -180,17 +226,18 @@ func ping(w http.ResponseWriter, r *http.Request) {
 }
 
 // readyHandler answers 200 once the provider is discovered and the client
-// registered, 503 with the registration status otherwise.
-func readyHandler(rp *oidcrp.RP) http.Handler {
+// registered (every tenant's, with tenants), 503 otherwise, with the
+// registration status.
+func readyHandler(ready func(context.Context) error, status func() any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		w.Header().Set("Cache-Control", "no-store")
-		status := http.StatusOK
-		if err := rp.Ready(ctx); err != nil {
-			status = http.StatusServiceUnavailable
+		code := http.StatusOK
+		if err := ready(ctx); err != nil {
+			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, status, rp.Status())
+		writeJSON(w, code, status())
 	})
 }
 

@@ -7,6 +7,8 @@
 //	oidcrp-proxy -dev -upstream http://127.0.0.1:3000          # try-out with an embedded development provider
 //	oidcrp-proxy -issuer https://login.example.com -upstream http://127.0.0.1:3000 \
 //	    -public-url https://tool.example.com -store redis://redis:6379/0
+//	oidcrp-proxy -tenant a.example.com=https://login.a.example -tenant b.example.com=https://login.b.example \
+//	    -upstream http://127.0.0.1:3000 -public-url https://proxy.example.com   # a registration per host
 //
 // Every flag has an environment fallback; see -help.
 package main
@@ -52,7 +54,9 @@ type config struct {
 	metricsAddr                                        string
 	initialAccessToken                                 string
 	dev, passAccessToken, passHostHeader               bool
+	passAuthorization                                  bool
 	scopes, publicPaths                                []string
+	tenants                                            tenantFlags
 	policy                                             policy
 
 	upstreamURL, public *url.URL
@@ -99,6 +103,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.store, "store", env("CREDENTIAL_STORE", "memory"), "credential store: memory, file:PATH or redis://HOST:PORT/DB (env CREDENTIAL_STORE)")
 	fs.StringVar(&c.storeKey, "store-key", env("STORE_KEY", ""), "key of the client credentials in the store; default oidcrp:client (env STORE_KEY)")
 	fs.StringVar(&c.initialAccessToken, "initial-access-token", env("OIDC_INITIAL_ACCESS_TOKEN", ""), "initial access token for registration (env OIDC_INITIAL_ACCESS_TOKEN)")
+	fs.Var(&c.tenants, "tenant", "HOST=ISSUER: requests for HOST sign in at ISSUER with a registration of their own; repeatable; excludes -issuer (env TENANTS, comma-separated)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "address to serve Prometheus metrics at /metrics; default none (env METRICS_ADDR)")
 	scopes := fs.String("scopes", env("OIDC_SCOPES", ""), "comma-separated scopes besides openid; default profile,email (env OIDC_SCOPES)")
 	public := fs.String("public-paths", env("PUBLIC_PATHS", ""), "comma-separated paths served without sign-in; a path ending in / is a prefix (env PUBLIC_PATHS)")
@@ -119,8 +124,13 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	passAuthz, err := envBool("PASS_AUTHORIZATION_HEADER", false)
+	if err != nil {
+		return nil, err
+	}
 	fs.BoolVar(&c.dev, "dev", dev, "start an embedded development provider on loopback, NOT for production (env DEV)")
 	fs.BoolVar(&c.passAccessToken, "pass-access-token", passAT, "send the user's access token as X-Forwarded-Access-Token (env PASS_ACCESS_TOKEN)")
+	fs.BoolVar(&c.passAuthorization, "pass-authorization-header", passAuthz, "send the user's ID token as Authorization: Bearer, when the session kept it (env PASS_AUTHORIZATION_HEADER)")
 	fs.BoolVar(&c.passHostHeader, "pass-host-header", passHost, "send the client's Host header to the upstream (env PASS_HOST_HEADER)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -134,6 +144,13 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q: every setting is a flag", fs.Arg(0))
 	}
 	c.scopes, c.publicPaths = list(*scopes), list(*public)
+	if len(c.tenants) == 0 {
+		for _, t := range list(env("TENANTS", "")) {
+			if err := c.tenants.Set(t); err != nil {
+				return nil, fmt.Errorf("TENANTS: %v", err)
+			}
+		}
+	}
 	if err := c.policy.parse(list(*domains), list(*emails), list(*groups), list(*claims)); err != nil {
 		return nil, err
 	}
@@ -144,7 +161,11 @@ func (c *config) validate() error {
 	switch {
 	case c.dev && c.issuer != "":
 		return errors.New("-dev and -issuer (OIDC_ISSUER) exclude each other: -dev starts its own provider")
-	case !c.dev && c.issuer == "":
+	case len(c.tenants) > 0 && (c.dev || c.issuer != ""):
+		return errors.New("-tenant (TENANTS) excludes -issuer (OIDC_ISSUER) and -dev: each tenant names its own issuer")
+	case len(c.tenants) > 0 && c.storeKey != "":
+		return errors.New("-store-key (STORE_KEY) does not apply with -tenant: each tenant's credentials are at oidcrp:client:HOST")
+	case !c.dev && c.issuer == "" && len(c.tenants) == 0:
 		return errors.New("-issuer (OIDC_ISSUER) is required: the OpenID Provider's issuer URL, or -dev for a try-out")
 	case c.upstream == "":
 		return errors.New("-upstream (UPSTREAM) is required: the URL of the application to protect, e.g. http://127.0.0.1:3000")
@@ -186,6 +207,13 @@ func (c *config) validate() error {
 		if strings.HasPrefix(pp, "/oauth2/") || pp == "/" {
 			return fmt.Errorf("-public-paths entry %q would expose the proxy's own endpoints or everything", pp)
 		}
+	}
+	seen := map[string]bool{}
+	for _, t := range c.tenants {
+		if seen[t.host] {
+			return fmt.Errorf("-tenant %s is given twice", t.host)
+		}
+		seen[t.host] = true
 	}
 	if c.policy.groupsClaim == "" {
 		return errors.New("-groups-claim must not be empty")
@@ -240,23 +268,38 @@ func run(args []string, stderr io.Writer) error {
 		}
 		trace = m.trace()
 	}
-	rp, err := oidcrp.New(oidcrp.Config{
-		Issuer:             c.issuer,
-		RedirectURL:        c.publicURL + callbackPath,
+	base := oidcrp.Config{
 		LogoutPath:         signOutPath,
 		Scopes:             c.scopes,
 		InitialAccessToken: oidcrp.Secret(c.initialAccessToken),
 		Store:              store,
-		StoreKey:           c.storeKey,
 		KeepTokens:         c.passAccessToken,
 		Logger:             log,
 		Trace:              trace,
-	})
-	if err != nil {
-		return err
+	}
+	var rp *oidcrp.RP
+	var ts *tenantSites
+	var rps []*oidcrp.RP              // to warm up
+	var status func() []oidcrp.Status // for the metrics
+	if len(c.tenants) > 0 {
+		if ts, err = newTenantSites(c, base, log); err != nil {
+			return err
+		}
+		if rps, err = ts.all(); err != nil {
+			return err
+		}
+		status = ts.tenants.Status
+	} else {
+		cfg := base
+		cfg.Issuer, cfg.RedirectURL, cfg.StoreKey = c.issuer, c.publicURL+callbackPath, c.storeKey
+		if rp, err = oidcrp.New(cfg); err != nil {
+			return err
+		}
+		rps = []*oidcrp.RP{rp}
+		status = func() []oidcrp.Status { return []oidcrp.Status{rp.Status()} }
 	}
 	if m != nil {
-		msrv, err := m.serve(c.metricsAddr, rp, log)
+		msrv, err := m.serve(c.metricsAddr, status, log)
 		if err != nil {
 			return fmt.Errorf("-metrics-addr %s: %v", c.metricsAddr, err)
 		}
@@ -267,7 +310,7 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("-addr %s: %v", c.addr, err)
 	}
 	srv := &http.Server{
-		Handler:           newHandler(c, rp, log),
+		Handler:           newHandler(c, rp, ts, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -279,14 +322,20 @@ func run(args []string, stderr io.Writer) error {
 		defer done()
 		_ = srv.Shutdown(shutdown)
 	}()
-	go func() { // warm up: discover and register before the first visitor
-		wctx, done := context.WithTimeout(ctx, 30*time.Second)
-		defer done()
-		if err := rp.Ready(wctx); err != nil {
-			log.Warn("provider not ready yet; retrying on demand", "err", err)
-		}
-	}()
-	log.Info("oidcrp-proxy listening", "addr", ln.Addr().String(), "public_url", c.publicURL, "upstream", c.upstreamURL.String(), "issuer", c.issuer)
+	for _, rp := range rps {
+		go func() { // warm up: discover and register before the first visitor
+			wctx, done := context.WithTimeout(ctx, 30*time.Second)
+			defer done()
+			if err := rp.Ready(wctx); err != nil {
+				log.Warn("provider not ready yet; retrying on demand", "err", err)
+			}
+		}()
+	}
+	if ts != nil {
+		log.Info("oidcrp-proxy listening", "addr", ln.Addr().String(), "public_url", c.publicURL, "upstream", c.upstreamURL.String(), "tenants", c.tenants.String())
+	} else {
+		log.Info("oidcrp-proxy listening", "addr", ln.Addr().String(), "public_url", c.publicURL, "upstream", c.upstreamURL.String(), "issuer", c.issuer)
+	}
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -38,8 +38,8 @@ func (m *metrics) trace() *oidcrp.Trace {
 
 // serve observes the client secret's expiry and serves /metrics on addr, on
 // its own listener so that the upstream keeps its own /metrics.
-func (m *metrics) serve(addr string, rp *oidcrp.RP, log *slog.Logger) (*http.Server, error) {
-	if _, err := oidcrpotel.ObserveStatus(m.provider, func() []oidcrp.Status { return []oidcrp.Status{rp.Status()} }); err != nil {
+func (m *metrics) serve(addr string, status func() []oidcrp.Status, log *slog.Logger) (*http.Server, error) {
+	if _, err := oidcrpotel.ObserveStatus(m.provider, status); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)

@@ -89,6 +89,13 @@ type proc struct {
 // -addr) and waits until /ping answers. It is stopped when the test ends.
 func startProxy(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startProxyEnv(t, nil, args...)
+}
+
+// startProxyEnv is startProxy with environment variables (NAME=value)
+// added to the clean environment.
+func startProxyEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	addr := ""
 	for i, a := range args {
 		if a == "-addr" && i+1 < len(args) {
@@ -101,7 +108,7 @@ func startProxy(t *testing.T, args ...string) *proc {
 	}
 	p := &proc{base: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(proxyBin, args...)
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -147,7 +154,7 @@ func cleanEnv() []string {
 		switch name {
 		case "OIDC_ISSUER", "UPSTREAM", "ADDR", "PUBLIC_URL", "CREDENTIAL_STORE", "STORE_KEY", "OIDC_INITIAL_ACCESS_TOKEN",
 			"OIDC_SCOPES", "PUBLIC_PATHS", "ALLOWED_EMAIL_DOMAINS", "ALLOWED_EMAILS", "ALLOWED_GROUPS", "ALLOWED_CLAIMS",
-			"GROUPS_CLAIM", "DEV", "PASS_ACCESS_TOKEN", "PASS_HOST_HEADER", "METRICS_ADDR":
+			"GROUPS_CLAIM", "DEV", "PASS_ACCESS_TOKEN", "PASS_HOST_HEADER", "METRICS_ADDR", "PASS_AUTHORIZATION_HEADER", "TENANTS":
 			continue
 		}
 		env = append(env, kv)

@@ -69,8 +69,9 @@ func stripIdentity(h http.Header) {
 	}
 }
 
-// setIdentity adds the user's identity headers for the upstream.
-func setIdentity(h http.Header, id *identity, accessToken string) {
+// setIdentity adds the user's identity headers for the upstream: the
+// identity, the access token and the ID token when they are given.
+func setIdentity(h http.Header, id *identity, accessToken, idToken string) {
 	h["X-Forwarded-User"] = []string{id.Subject}
 	if id.Email != "" {
 		h["X-Forwarded-Email"] = []string{id.Email}
@@ -84,6 +85,29 @@ func setIdentity(h http.Header, id *identity, accessToken string) {
 	if accessToken != "" {
 		h["X-Forwarded-Access-Token"] = []string{accessToken}
 	}
+	if idToken != "" {
+		h["Authorization"] = []string{"Bearer " + idToken}
+	}
+}
+
+// isSessionCookie reports whether name is one of the library's cookies:
+// the session ("oidcrp", a tenant's "oidcrp_" and 12 hex digits, with
+// "__Host-" in front when the public URL is https) and the login attempts.
+func isSessionCookie(name string) bool {
+	name = strings.TrimPrefix(name, "__Host-")
+	if name == "oidcrp" || strings.HasPrefix(name, "oidcrp_login_") {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(name, "oidcrp_")
+	if !ok || len(suffix) != 12 {
+		return false
+	}
+	for _, r := range suffix {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // withoutSessionCookies removes the proxy's own cookies (the session and the
@@ -98,7 +122,7 @@ func withoutSessionCookies(h http.Header) {
 	for _, line := range lines {
 		for _, c := range strings.Split(line, ";") {
 			name, _, _ := strings.Cut(strings.TrimSpace(c), "=")
-			if name == "oidcrp" || strings.HasPrefix(name, "oidcrp_login_") {
+			if isSessionCookie(name) {
 				changed = true
 				continue
 			}
@@ -144,11 +168,16 @@ func newProxy(c *config, ids *identities, log *slog.Logger) *httputil.ReversePro
 			stripIdentity(pr.Out.Header)
 			withoutSessionCookies(pr.Out.Header)
 			if u, ok := oidcrp.UserFromContext(pr.In.Context()); ok {
-				at := ""
+				at, idt := "", ""
 				if c.passAccessToken {
 					at = u.AccessToken()
 				}
-				setIdentity(pr.Out.Header, ids.of(u), at)
+				if c.passAuthorization {
+					// "" when the ID token was dropped to keep the session
+					// cookie small: then no Authorization header at all.
+					idt = u.IDToken()
+				}
+				setIdentity(pr.Out.Header, ids.of(u), at, idt)
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

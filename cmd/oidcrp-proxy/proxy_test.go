@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -341,5 +343,55 @@ func TestPassAccessToken(t *testing.T) {
 	}
 	if resp, _ := b.get(p.base+"/oauth2/auth", "*/*"); resp.Header.Get("X-Auth-Request-Access-Token") != at {
 		t.Errorf("/oauth2/auth: access token %q, want the upstream's %q", resp.Header.Get("X-Auth-Request-Access-Token"), at)
+	}
+}
+
+// TestPassAuthorizationHeader checks -pass-authorization-header: the
+// upstream gets the user's ID token as Authorization: Bearer (a JWT of the
+// provider about the signed-in user), never the client's; without the flag
+// no Authorization header passes at all.
+func TestPassAuthorizationHeader(t *testing.T) {
+	op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	up := newUpstream(t)
+	p := startProxy(t, "-issuer", op.Issuer(), "-upstream", up.URL, "-pass-authorization-header")
+	b := newBrowser(t)
+	b.signIn(p.base + "/")
+	resp, body := b.get(p.base+"/", "text/html", spoofed...)
+	e := decodeEcho(t, resp, body)
+	authz := e.Headers["Authorization"]
+	if len(authz) != 1 || !strings.HasPrefix(authz[0], "Bearer ") {
+		t.Fatalf("upstream got Authorization %q, want one Bearer", authz)
+	}
+	parts := strings.Split(strings.TrimPrefix(authz[0], "Bearer "), ".")
+	if len(parts) != 3 {
+		t.Fatalf("the bearer is not a JWT: %q", authz[0])
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct{ Sub, Iss string }
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims.Sub != "demo-user" || claims.Iss != op.Issuer() {
+		t.Errorf("the ID token is about %q from %q, want demo-user from %q", claims.Sub, claims.Iss, op.Issuer())
+	}
+	// Also /oauth2/auth does not echo a client's Authorization back.
+	if resp, _ := b.get(p.base+"/oauth2/auth", "*/*", "Authorization", "Bearer forged"); resp.Header.Get("Authorization") != "" {
+		t.Errorf("/oauth2/auth answered Authorization %q", resp.Header.Get("Authorization"))
+	}
+
+	// Without the flag: nothing, whatever the client sends.
+	q := startProxy(t, "-issuer", op.Issuer(), "-upstream", up.URL)
+	b = newBrowser(t)
+	b.signIn(q.base + "/")
+	resp, body = b.get(q.base+"/", "text/html", spoofed...)
+	if e := decodeEcho(t, resp, body); e.Headers["Authorization"] != nil {
+		t.Errorf("without -pass-authorization-header the upstream got Authorization %q", e.Headers["Authorization"])
 	}
 }
