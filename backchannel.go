@@ -29,6 +29,10 @@ const (
 	maxLogoutTokenAge = time.Hour
 	// maxLogoutRequestBytes caps the body of a back-channel logout request.
 	maxLogoutRequestBytes = 64 << 10
+	// Logout tokens signed with a key id not seen in a valid one before: at
+	// most newKidBurst at once, then one per newKidEvery.
+	newKidBurst = 10
+	newKidEvery = time.Second
 )
 
 // BackchannelLogoutHandler returns a handler for the provider's back-channel
@@ -145,6 +149,20 @@ func (rp *RP) backchannelLogout(ctx context.Context, w http.ResponseWriter, r *h
 	return nil
 }
 
+// jwtKid returns the kid in the header of a compact JWS, or "".
+func jwtKid(raw string) string {
+	head, _, _ := strings.Cut(raw, ".")
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	_ = json.Unmarshal(b, &h)
+	return h.Kid
+}
+
 // logoutToken is what a valid logout token says.
 type logoutToken struct {
 	sid, sub, jti string
@@ -162,6 +180,7 @@ func (rp *RP) verifyLogoutToken(ctx context.Context, c *client, raw string) (*lo
 	var hdr struct {
 		Alg string `json:"alg"`
 		Typ string `json:"typ"`
+		Kid string `json:"kid"`
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(raw[:strings.IndexByte(raw, '.')])
 	if err != nil || json.Unmarshal(hb, &hdr) != nil {
@@ -182,9 +201,18 @@ func (rp *RP) verifyLogoutToken(ctx context.Context, c *client, raw string) (*lo
 		return nil, invalidLogout("the logout token is unsigned (alg none)")
 	}
 	v := c.provider.Verifier(&oidc.Config{ClientID: c.creds.ClientID, SupportedSigningAlgs: []string{alg}, SkipExpiryCheck: true, Now: rp.now})
+	// A key id not seen in a valid logout token before makes go-oidc fetch
+	// the provider's keys again: bound how often strangers can cause that.
+	_, known := rp.logoutKids.Load(hdr.Kid)
+	if !known && !rp.newKids.allow(rp.now(), newKidBurst, newKidEvery) {
+		return nil, &logoutError{status: http.StatusTooManyRequests, code: "invalid_request", why: "too many logout tokens signed with unknown keys"}
+	}
 	t, err := v.Verify(c.context(ctx), raw)
 	if err != nil {
 		return nil, invalidLogout("%v", err)
+	}
+	if !known {
+		rp.logoutKids.Store(hdr.Kid, struct{}{})
 	}
 	var claims map[string]json.RawMessage
 	if err := t.Claims(&claims); err != nil {

@@ -505,3 +505,34 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestBackchannelUnknownKeysRateLimited: logout tokens signed with key ids
+// never seen make go-oidc fetch the provider's keys again; a flood of them
+// is answered 429 after a burst, while a token signed with the provider's
+// known key still ends the session.
+func TestBackchannelUnknownKeysRateLimited(t *testing.T) {
+	t.Parallel()
+	e := newBackchannelEnv(t, Config{})
+	c := e.signedIn()
+	limited := 0
+	for i := range newKidBurst + 5 {
+		status, _, _ := e.postLogoutToken(e.op.SignJWT(e.logoutClaims(), map[string]any{"typ": "logout+jwt", "kid": fmt.Sprintf("forged-%d", i)}))
+		if status == http.StatusTooManyRequests {
+			limited++
+		} else if status != http.StatusBadRequest {
+			t.Fatalf("forged kid %d: status %d, want 400 or 429", i, status)
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("%d logout tokens with unknown key ids, none refused with 429", newKidBurst+5)
+	}
+	if got := e.replay("/", c); got != http.StatusOK {
+		t.Fatalf("the flood ended the session: %d", got)
+	}
+	if status, _, body := e.postLogoutToken(e.op.SignJWT(e.logoutClaims(), logoutJWT)); status != http.StatusOK {
+		t.Fatalf("a valid logout token after the flood: %d %s", status, body)
+	}
+	if got := e.replay("/", c); got == http.StatusOK {
+		t.Error("the session survived a valid logout token")
+	}
+}

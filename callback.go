@@ -152,6 +152,7 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	if err != nil {
 		return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}
 	}
+	rp.logoutKids.Store(jwtKid(raw), struct{}{}) // the provider's key: its logout tokens are not rate-limited
 	// go-oidc checked signature, iss, aud and exp; the rest is ours (OIDC Core §3.1.3.7).
 	switch {
 	case subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(f.Nonce)) != 1:

@@ -38,6 +38,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -224,6 +225,8 @@ type RP struct {
 	tenant       string       // set by Tenants
 	unanswered   atomic.Int64 // unix ns of the first login started since one last completed; 0: none
 	frontchannel rateLimit    // front-channel logout requests that name a provider session
+	newKids      rateLimit    // back-channel logout tokens signed with a key id not seen before
+	logoutKids   sync.Map     // key ids of valid logout tokens
 }
 
 // New validates cfg and returns an RP. It does no network or store I/O:
