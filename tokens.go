@@ -163,7 +163,18 @@ func (h *userTokens) Token() (*oauth2.Token, error) {
 }
 
 func bearer(u *User) *oauth2.Token {
-	return &oauth2.Token{AccessToken: u.accessToken, TokenType: "Bearer", Expiry: u.accessExpiry}
+	typ := "Bearer"
+	if u.tokenType != "" {
+		typ = u.tokenType // "DPoP" for a DPoP-bound token (RFC 9449 §5)
+	}
+	return &oauth2.Token{AccessToken: u.accessToken, TokenType: typ, Expiry: u.accessExpiry}
+}
+
+// key returns the DPoP key of the session as last refreshed.
+func (h *userTokens) key() *dpopKey {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.u.dpop
 }
 
 // currentSession reads the request's session as it is now, bypassing what
@@ -200,7 +211,7 @@ func (rp *RP) userClient(h *userTokens) *http.Client {
 		base = http.DefaultTransport
 	}
 	return &http.Client{
-		Transport: userTransport{tokens: h, base: base},
+		Transport: userTransport{tokens: h, base: base, dpop: &dpopTransport{base: base, nonces: &rp.dpopNonces, now: rp.now}},
 		Timeout:   rp.cfg.HTTPClient.Timeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 10 {
@@ -214,10 +225,13 @@ func (rp *RP) userClient(h *userTokens) *http.Client {
 	}
 }
 
-// userTransport authorizes requests with the user's access token.
+// userTransport authorizes requests with the user's access token: as a
+// Bearer token, or a DPoP-bound one with a proof of the session's key
+// (through dpop, a template whose key is set per request).
 type userTransport struct {
-	tokens oauth2.TokenSource
+	tokens *userTokens
 	base   http.RoundTripper
+	dpop   *dpopTransport
 }
 
 func (t userTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -229,6 +243,19 @@ func (t userTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	req = req.Clone(req.Context()) // RoundTrip must not modify the request
+	if tok.Type() == "DPoP" {
+		key := t.tokens.key()
+		if key == nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, errNoDPoPKey
+		}
+		req.Header.Set("Authorization", "DPoP "+tok.AccessToken)
+		dt := *t.dpop
+		dt.key = key
+		return dt.RoundTrip(req)
+	}
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	return t.base.RoundTrip(req)
 }
