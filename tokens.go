@@ -53,7 +53,9 @@ var (
 //
 // The source is valid for the request only. Its tokens carry no refresh
 // token, and an expiry: wrapping it in [oauth2.ReuseTokenSource] is
-// unnecessary (asking it is cheap) but harmless.
+// unnecessary (asking it is cheap) but harmless. A DPoP-bound token
+// (Config.DPoP) has TokenType "DPoP" and is useless without a proof of the
+// session's key, which only [UserClient] adds.
 func UserTokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 	h, err := tokensFrom(ctx)
 	if err != nil {
@@ -64,7 +66,12 @@ func UserTokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 
 // UserClient returns an HTTP client that sends requests as the signed-in
 // user: each carries the access token from [UserTokenSource] in an
-// "Authorization: Bearer" header. The same conditions and errors apply: the
+// "Authorization: Bearer" header or, for a DPoP-bound token (Config.DPoP),
+// in an "Authorization: DPoP" header with a DPoP proof of the session's key
+// that names the token (RFC 9449 §7); a resource server's nonce challenge
+// (401 with use_dpop_nonce) is answered by sending the request once more,
+// with its nonce, when the request's body can be sent again (GetBody, as
+// http.NewRequest sets for in-memory bodies). The same conditions and errors apply: the
 // token is refreshed when it expires, and the client is valid for the
 // request only. It uses the transport and timeout of Config.HTTPClient
 // (under [Tenants] without Base.HTTPClient, that is [PublicHTTPClient],
