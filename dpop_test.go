@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +141,39 @@ func BenchmarkDPoPProof(b *testing.B) {
 		if _, err := k.proof("GET", "https://rs.example/api/items", "nonce", "access-token", now); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkUserClientDPoP is BenchmarkUserClient's "user" variant with a
+// DPoP-bound token: each request carries a fresh proof.
+func BenchmarkUserClientDPoP(b *testing.B) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "DPoP the-token" || r.Header.Get("DPoP") == "" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	defer api.Close()
+	rp, err := New(Config{Issuer: "https://op.example", RedirectURL: "https://app.example/cb", KeepTokens: true, DPoP: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rp.cfg.HTTPClient = &http.Client{Transport: api.Client().Transport}
+	u := &User{Issuer: "https://op.example", Subject: "s", sid: "x", Expiry: time.Now().Add(time.Hour),
+		accessToken: "the-token", accessExpiry: time.Now().Add(time.Hour), refreshToken: "r", tokensAt: time.Now(),
+		tokenType: "DPoP", dpop: newDPoPKey()}
+	req := httptest.NewRequest(http.MethodGet, "https://app.example/", nil)
+	_, ctx := rp.withTokens(req.Context(), httptest.NewRecorder(), req, rp.track(u))
+	hc, err := UserClient(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := hc.Get(api.URL)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatal(err, resp)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }
