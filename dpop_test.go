@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +176,61 @@ func BenchmarkUserClientDPoP(b *testing.B) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// TestDPoPTransportRetries: only a use_dpop_nonce answer is retried, once,
+// and only when the body can be sent again; another 400 reaches the caller
+// with its body intact.
+func TestDPoPTransportRetries(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, c := checkProof(t, r.Header.Get("DPoP"))
+		w.Header().Set("DPoP-Nonce", "n2")
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/grant":
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":"invalid_grant"}`)
+		case c.Nonce != "n2":
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":"use_dpop_nonce"}`)
+		default:
+			io.WriteString(w, `{"ok":true}`)
+		}
+	}))
+	defer srv.Close()
+	newClient := func() *http.Client {
+		return &http.Client{Transport: &dpopTransport{key: newDPoPKey(), base: srv.Client().Transport, nonces: &dpopNonces{}, now: time.Now}}
+	}
+	do := func(hc *http.Client, path string, body io.Reader) (int, string) {
+		t.Helper()
+		hits.Store(0)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, body)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if s, b := do(newClient(), "/token", strings.NewReader("a=b")); s != 200 || hits.Load() != 2 {
+		t.Fatalf("challenge: %d %s after %d requests, want 200 after 2", s, b, hits.Load())
+	}
+	if s, b := do(newClient(), "/grant", strings.NewReader("a=b")); s != 400 || b != `{"error":"invalid_grant"}` || hits.Load() != 1 {
+		t.Fatalf("other error: %d %q after %d requests", s, b, hits.Load())
+	}
+	// A body that cannot be replayed is not sent twice.
+	if s, _ := do(newClient(), "/token", io.MultiReader(strings.NewReader("a=b"))); s != 400 || hits.Load() != 1 {
+		t.Fatalf("unreplayable body: %d after %d requests", s, hits.Load())
+	}
+	// The nonce is remembered for the origin: no challenge the second time.
+	hc := newClient()
+	do(hc, "/token", strings.NewReader("a=b"))
+	if s, _ := do(hc, "/token", strings.NewReader("a=b")); s != 200 || hits.Load() != 1 {
+		t.Fatalf("remembered nonce: %d after %d requests", s, hits.Load())
 	}
 }
