@@ -71,16 +71,17 @@ func UserTokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 // that names the token (RFC 9449 §7); a resource server's nonce challenge
 // (401 with use_dpop_nonce) is answered by sending the request once more,
 // with its nonce, when the request's body can be sent again (GetBody, as
-// http.NewRequest sets for in-memory bodies). The same conditions and errors apply: the
-// token is refreshed when it expires, and the client is valid for the
-// request only. It uses the transport and timeout of Config.HTTPClient
-// (under [Tenants] without Base.HTTPClient, that is [PublicHTTPClient],
-// which refuses internal addresses).
+// http.NewRequest sets for in-memory bodies). The same conditions and
+// errors apply: the token is refreshed when it expires, and the client is
+// valid for the request only. It uses the transport and timeout of
+// Config.HTTPClient (under [Tenants] without Base.HTTPClient, that is
+// [PublicHTTPClient], which refuses internal addresses).
 //
 // It follows redirects within the origin of the request only: a redirect to
 // another origin is returned as the response, so that the token never
 // reaches a server it was not sent to. For another transport, wrap
-// [UserTokenSource] in an [oauth2.Transport].
+// [UserTokenSource] in an [oauth2.Transport] (Bearer tokens only: it adds
+// no DPoP proof).
 func UserClient(ctx context.Context) (*http.Client, error) {
 	h, err := tokensFrom(ctx)
 	if err != nil {
