@@ -139,7 +139,11 @@ const maxIssuedAtSkew = 5 * time.Minute
 
 // complete exchanges the code and builds the user from verified tokens.
 func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*User, error) {
-	tok, c, err := rp.exchange(ctx, c, code, f.Verifier)
+	var key *dpopKey
+	if f.DPoP {
+		key = f.dpopKey()
+	}
+	tok, c, err := rp.exchange(ctx, c, code, f.Verifier, key)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +196,7 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	extras := map[string]any{} // userinfo claims the ID token lacks
 	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
 		uctx, end := rp.trace.span(ctx, opUserInfo, c.creds.ClientID)
-		ui, err := c.provider.UserInfo(c.context(uctx), oauth2.StaticTokenSource(tok))
+		ui, err := c.provider.UserInfo(rp.providerContext(uctx, c, key), oauth2.StaticTokenSource(tok))
 		if err == nil && ui.Subject != idt.Subject {
 			// OIDC Core §5.3.2: the response must not be used.
 			err = errors.New("userinfo sub differs from the ID token's")
@@ -220,6 +224,7 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	if rp.cfg.KeepTokens {
 		u.accessToken, u.refreshToken, u.tokensAt = tok.AccessToken, tok.RefreshToken, rp.now()
 		u.accessExpiry = accessExpiry(tok, u.tokensAt)
+		u.tokenType, u.dpop = tok.Type(), key
 	}
 	if rp.cfg.SessionLifetime > 0 {
 		u.Expiry = rp.now().Add(rp.cfg.SessionLifetime)
@@ -243,10 +248,11 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 // refuses the client's form-encoded HTTP Basic credentials, it tries the
 // other ways of sending them before concluding anything about the client,
 // and settles on the one that works. It returns the client that succeeded.
-func (rp *RP) exchange(ctx context.Context, c *client, code, verifier string) (*oauth2.Token, *client, error) {
+// With a DPoP key, the requests carry proofs made with it (dpop.go).
+func (rp *RP) exchange(ctx context.Context, c *client, code, verifier string, key *dpopKey) (*oauth2.Token, *client, error) {
 	try := func(c *client) (*oauth2.Token, error) {
 		xctx, end := rp.trace.span(ctx, opTokenExchange, c.creds.ClientID)
-		tok, err := c.oauth.Exchange(c.context(xctx), code, oauth2.VerifierOption(verifier))
+		tok, err := c.oauth.Exchange(rp.providerContext(xctx, c, key), code, oauth2.VerifierOption(verifier))
 		end(err)
 		return tok, err
 	}

@@ -180,6 +180,9 @@ func (l *lifecycle) establish(ctx context.Context) (*client, error) {
 		if err == nil {
 			err = checkPAR(l.cfg, d)
 		}
+		if err == nil {
+			err = checkDPoP(l.cfg, d)
+		}
 		end(err)
 		if err != nil {
 			return nil, err

@@ -137,6 +137,7 @@ type flow struct {
 	ReturnTo string
 	Created  int64
 	Retried  bool // this attempt restarts one the provider rejected
+	DPoP     bool // the tokens are bound to the attempt's DPoP key (dpopKey)
 }
 
 // newFlow returns an attempt whose state, nonce and PKCE verifier derive
@@ -146,6 +147,9 @@ func newFlow(seed [32]byte) flow {
 	f.State, f.Nonce, f.Verifier = f.derive("state"), f.derive("nonce"), f.derive("pkce")
 	return f
 }
+
+// dpopKey returns the attempt's DPoP key, derived from its seed.
+func (f *flow) dpopKey() *dpopKey { return dpopKeyFromSeed(f.seed[:]) }
 
 func (f *flow) derive(label string) string {
 	h := sha256.New()
@@ -176,6 +180,9 @@ func (f *flow) encode() []byte {
 	if f.Retried {
 		flags |= 1
 	}
+	if f.DPoP {
+		flags |= 2
+	}
 	b = append(b, flowVersion, flags)
 	b = append(b, f.seed[:]...)
 	b = append(b, f.issuer[:]...)
@@ -189,7 +196,7 @@ func decodeFlow(b []byte) (*flow, error) {
 		return nil, errors.New("malformed login cookie")
 	}
 	f := newFlow([32]byte(b[2:34]))
-	f.Retried = b[1]&1 != 0
+	f.Retried, f.DPoP = b[1]&1 != 0, b[1]&2 != 0
 	f.issuer, f.client = [8]byte(b[34:42]), [8]byte(b[42:50])
 	f.Created = int64(binary.BigEndian.Uint64(b[50:58]))
 	f.ReturnTo = string(b[58:])

@@ -63,7 +63,15 @@ func (c *client) usePAR(cfg *Config) bool {
 // with the new client (then f is marked as retried).
 func (rp *RP) authorizationURL(ctx context.Context, c *client, f *flow) (string, *client, error) {
 	for {
-		target := c.oauth.AuthCodeURL(f.State, oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
+		opts := []oauth2.AuthCodeOption{oidcNonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier)}
+		if f.DPoP = c.useDPoP(rp.cfg); f.DPoP {
+			jkt, err := f.dpopKey().thumbprint()
+			if err != nil {
+				return "", c, err
+			}
+			opts = append(opts, oauth2.SetAuthURLParam("dpop_jkt", jkt)) // RFC 9449 §10
+		}
+		target := c.oauth.AuthCodeURL(f.State, opts...)
 		if !c.usePAR(rp.cfg) {
 			return target, c, nil
 		}

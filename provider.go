@@ -33,6 +33,9 @@ type discovery struct {
 	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint"`
 	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests"`
 
+	// RFC 9449 §5.1: DPoP (dpop.go).
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported"`
+
 	// Back-Channel Logout 1.0 §2.1 and Front-Channel Logout 1.0 §3.
 	BackchannelLogoutSupported         bool `json:"backchannel_logout_supported"`
 	BackchannelLogoutSessionSupported  bool `json:"backchannel_logout_session_supported"`

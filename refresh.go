@@ -190,13 +190,18 @@ func (rp *RP) refresh(ctx context.Context, u *User) (*User, error) {
 }
 
 func (rp *RP) doRefresh(ctx context.Context, c *client, u *User) (*User, error) {
-	tok, err := c.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: u.refreshToken, Expiry: time.Unix(1, 0)}).Token()
+	tctx := ctx // with the session's DPoP key, the request carries a proof (dpop.go)
+	if u.dpop != nil {
+		tctx = oidc.ClientContext(ctx, rp.dpopHTTPClient(c.http, u.dpop))
+	}
+	tok, err := c.oauth.TokenSource(tctx, &oauth2.Token{RefreshToken: u.refreshToken, Expiry: time.Unix(1, 0)}).Token()
 	if err != nil {
 		return nil, &AuthError{Reason: ReasonTokenExchange, Err: err}
 	}
 	nu := *u // same session id: a logout revokes every generation of the session
 	nu.accessToken, nu.refreshToken, nu.tokensAt = tok.AccessToken, tok.RefreshToken, rp.now()
 	nu.accessExpiry = accessExpiry(tok, nu.tokensAt)
+	nu.tokenType = tok.Type()
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
 		idt, err := c.verifier.Verify(ctx, raw)
 		if err != nil {

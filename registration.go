@@ -644,6 +644,12 @@ func wantMetadata(cfg *Config, disc *discovery) (ClientMetadata, error) {
 	if m.Scope == "" {
 		m.Scope = strings.Join(cfg.Scopes, " ")
 	}
+	if cfg.DPoP {
+		if m.Extra == nil {
+			m.Extra = map[string]any{}
+		}
+		m.Extra["dpop_bound_access_tokens"] = true // RFC 9449 §5.2
+	}
 	if m.TokenEndpointAuthMethod == "" {
 		supported := disc.TokenEndpointAuthMethodsSupported
 		if len(supported) == 0 {

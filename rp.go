@@ -138,6 +138,20 @@ type Config struct {
 	// (require_pushed_authorization_requests).
 	PushedAuthorization bool
 
+	// DPoP binds the access and refresh tokens to a key of each session
+	// (RFC 9449): the key is made when the login starts and kept with the
+	// session (sealed in its cookie, or in the server-side record); the
+	// authorization request names it (dpop_jkt), the token and refresh
+	// requests carry proofs signed with it, and [UserClient] sends a bound
+	// access token as "Authorization: DPoP" with a proof. The registration
+	// asks for dpop_bound_access_tokens. A provider nonce challenge
+	// (use_dpop_nonce) is answered once, at the token endpoint and at
+	// resource servers. A provider whose dpop_signing_alg_values_supported
+	// lacks ES256 fails the setup. Default: DPoP is used only when the
+	// provider advertises it and the registration (Metadata.Extra) asks for
+	// dpop_bound_access_tokens.
+	DPoP bool
+
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
@@ -219,6 +233,7 @@ type RP struct {
 	longestSeen  atomic.Int64            // longest ID token-bound session seen, in ns
 	refreshes    inflight[string, *User] // by session id
 	refreshFail  episode                 // failed token refreshes, logged once per outage
+	dpopNonces   dpopNonces              // the last DPoP-Nonce of each origin (dpop.go)
 	redirectPath string
 	secure       bool
 	now          func() time.Time

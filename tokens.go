@@ -53,7 +53,9 @@ var (
 //
 // The source is valid for the request only. Its tokens carry no refresh
 // token, and an expiry: wrapping it in [oauth2.ReuseTokenSource] is
-// unnecessary (asking it is cheap) but harmless.
+// unnecessary (asking it is cheap) but harmless. A DPoP-bound token
+// (Config.DPoP) has TokenType "DPoP" and is useless without a proof of the
+// session's key, which only [UserClient] adds.
 func UserTokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 	h, err := tokensFrom(ctx)
 	if err != nil {
@@ -64,16 +66,22 @@ func UserTokenSource(ctx context.Context) (oauth2.TokenSource, error) {
 
 // UserClient returns an HTTP client that sends requests as the signed-in
 // user: each carries the access token from [UserTokenSource] in an
-// "Authorization: Bearer" header. The same conditions and errors apply: the
-// token is refreshed when it expires, and the client is valid for the
-// request only. It uses the transport and timeout of Config.HTTPClient
-// (under [Tenants] without Base.HTTPClient, that is [PublicHTTPClient],
-// which refuses internal addresses).
+// "Authorization: Bearer" header or, for a DPoP-bound token (Config.DPoP),
+// in an "Authorization: DPoP" header with a DPoP proof of the session's key
+// that names the token (RFC 9449 §7); a resource server's nonce challenge
+// (401 with use_dpop_nonce) is answered by sending the request once more,
+// with its nonce, when the request's body can be sent again (GetBody, as
+// http.NewRequest sets for in-memory bodies). The same conditions and
+// errors apply: the token is refreshed when it expires, and the client is
+// valid for the request only. It uses the transport and timeout of
+// Config.HTTPClient (under [Tenants] without Base.HTTPClient, that is
+// [PublicHTTPClient], which refuses internal addresses).
 //
 // It follows redirects within the origin of the request only: a redirect to
 // another origin is returned as the response, so that the token never
 // reaches a server it was not sent to. For another transport, wrap
-// [UserTokenSource] in an [oauth2.Transport].
+// [UserTokenSource] in an [oauth2.Transport] (Bearer tokens only: it adds
+// no DPoP proof).
 func UserClient(ctx context.Context) (*http.Client, error) {
 	h, err := tokensFrom(ctx)
 	if err != nil {
@@ -163,7 +171,18 @@ func (h *userTokens) Token() (*oauth2.Token, error) {
 }
 
 func bearer(u *User) *oauth2.Token {
-	return &oauth2.Token{AccessToken: u.accessToken, TokenType: "Bearer", Expiry: u.accessExpiry}
+	typ := "Bearer"
+	if u.tokenType != "" {
+		typ = u.tokenType // "DPoP" for a DPoP-bound token (RFC 9449 §5)
+	}
+	return &oauth2.Token{AccessToken: u.accessToken, TokenType: typ, Expiry: u.accessExpiry}
+}
+
+// key returns the DPoP key of the session as last refreshed.
+func (h *userTokens) key() *dpopKey {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.u.dpop
 }
 
 // currentSession reads the request's session as it is now, bypassing what
@@ -200,7 +219,7 @@ func (rp *RP) userClient(h *userTokens) *http.Client {
 		base = http.DefaultTransport
 	}
 	return &http.Client{
-		Transport: userTransport{tokens: h, base: base},
+		Transport: userTransport{tokens: h, base: base, dpop: &dpopTransport{base: base, nonces: &rp.dpopNonces, now: rp.now}},
 		Timeout:   rp.cfg.HTTPClient.Timeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 10 {
@@ -214,10 +233,13 @@ func (rp *RP) userClient(h *userTokens) *http.Client {
 	}
 }
 
-// userTransport authorizes requests with the user's access token.
+// userTransport authorizes requests with the user's access token: as a
+// Bearer token, or a DPoP-bound one with a proof of the session's key
+// (through dpop, a template whose key is set per request).
 type userTransport struct {
-	tokens oauth2.TokenSource
+	tokens *userTokens
 	base   http.RoundTripper
+	dpop   *dpopTransport
 }
 
 func (t userTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -229,6 +251,19 @@ func (t userTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	req = req.Clone(req.Context()) // RoundTrip must not modify the request
+	if tok.Type() == "DPoP" {
+		key := t.tokens.key()
+		if key == nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, errNoDPoPKey
+		}
+		req.Header.Set("Authorization", "DPoP "+tok.AccessToken)
+		dt := *t.dpop
+		dt.key = key
+		return dt.RoundTrip(req)
+	}
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	return t.base.RoundTrip(req)
 }

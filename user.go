@@ -28,6 +28,8 @@ type User struct {
 	accessExpiry time.Time // zero: not reported
 	refreshToken string
 	tokensAt     time.Time // when the tokens were obtained
+	tokenType    string    // the access token's token_type: "Bearer", or "DPoP" when bound
+	dpop         *dpopKey  // the session's DPoP key (RFC 9449), nil without DPoP
 }
 
 // AccessToken returns the user's access token when Config.KeepTokens is set
@@ -114,12 +116,14 @@ type sessionJSON struct {
 	TokAt   int64           `json:"tt,omitempty"`
 	Since   int64           `json:"st,omitempty"` // unix milliseconds
 	OPSID   string          `json:"ps,omitempty"`
+	TokType string          `json:"ty,omitempty"` // omitted for Bearer
+	DPoPKey []byte          `json:"dk,omitempty"` // the DPoP private scalar
 }
 
 func (u *User) encode() []byte {
 	b, _ := json.Marshal(sessionJSON{ID: u.sid, Issuer: u.Issuer, Subject: u.Subject, Expiry: u.Expiry.Unix(), IDToken: u.idToken, Claims: u.claims, Layered: u.layered,
 		Access: u.accessToken, AccExp: unixOrZero(u.accessExpiry), Refresh: u.refreshToken, TokAt: unixOrZero(u.tokensAt),
-		Since: unixMilliOrZero(u.since), OPSID: u.opSID})
+		Since: unixMilliOrZero(u.since), OPSID: u.opSID, TokType: storedTokenType(u.tokenType), DPoPKey: u.dpop.scalar()})
 	return b
 }
 
@@ -133,7 +137,7 @@ func decodeUser(b []byte) (*User, error) {
 	}
 	return &User{Issuer: s.Issuer, Subject: s.Subject, Expiry: time.Unix(s.Expiry, 0), claims: s.Claims, idToken: s.IDToken, layered: s.Layered, sid: s.ID,
 		accessToken: s.Access, accessExpiry: timeOrZero(s.AccExp), refreshToken: s.Refresh, tokensAt: timeOrZero(s.TokAt),
-		since: timeMilliOrZero(s.Since), opSID: s.OPSID}, nil
+		since: timeMilliOrZero(s.Since), opSID: s.OPSID, tokenType: s.TokType, dpop: decodeDPoPKey(s.DPoPKey)}, nil
 }
 
 func unixMilliOrZero(t time.Time) int64 {

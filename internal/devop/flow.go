@@ -18,6 +18,7 @@ type authRequest struct {
 	nonce       string
 	scope       string
 	challenge   string
+	dpopJKT     string // RFC 9449 §10: the key the code is bound to
 	expires     time.Time
 }
 
@@ -184,6 +185,7 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		nonce:       q.Get("nonce"),
 		scope:       scope,
 		challenge:   challenge,
+		dpopJKT:     q.Get("dpop_jkt"),
 	}
 	sess := p.sessionFor(r)
 	needLogin := sess == nil || promptLogin ||

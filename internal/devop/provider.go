@@ -161,6 +161,20 @@ type Options struct {
 	// with RequirePAR, a provider that requires PAR without saying where.
 	HidePAREndpoint bool
 
+	// DPoP accepts DPoP proofs (RFC 9449, ES256 only) at the token and
+	// userinfo endpoints and advertises dpop_signing_alg_values_supported.
+	// A token request with a proof gets an access token of token_type DPoP
+	// bound to the proof's key, which the userinfo endpoint then accepts
+	// only as "Authorization: DPoP" with a proof of that key naming the
+	// token (ath). A code issued for a dpop_jkt is redeemed only with a
+	// proof of that key. Proofs are checked minimally: typ, alg, the
+	// embedded key's signature, htm, htu, iat within a minute, ath, nonce.
+	DPoP bool
+	// DPoPNonce, with DPoP, makes the token endpoint (400) and the userinfo
+	// endpoint (401) answer use_dpop_nonce with a fresh DPoP-Nonce to a
+	// proof without the current nonce.
+	DPoPNonce bool
+
 	// IDTokenLifetime is the lifetime of ID tokens (default 1h).
 	IDTokenLifetime time.Duration
 	// AccessTokenLifetime is the lifetime of access tokens (default 1h).
@@ -214,18 +228,20 @@ type Options struct {
 
 // Stats counts requests per endpoint, whatever their outcome.
 type Stats struct {
-	Discovery          int // discovery document requests
-	JWKS               int // JWKS requests
-	Registration       int // requests to the registration endpoint
-	RegistrationRead   int // RFC 7592 GET requests
-	RegistrationUpdate int // RFC 7592 PUT requests
-	RegistrationDelete int // RFC 7592 DELETE requests
-	Authorize          int // authorization requests (not sign-in page submissions)
-	Token              int // token endpoint requests
-	UserInfo           int // UserInfo requests
-	EndSession         int // end-session requests
-	PAR                int // pushed authorization requests
-	Revocation         int // revocation requests (RFC 7009)
+	Discovery           int // discovery document requests
+	JWKS                int // JWKS requests
+	Registration        int // requests to the registration endpoint
+	RegistrationRead    int // RFC 7592 GET requests
+	RegistrationUpdate  int // RFC 7592 PUT requests
+	RegistrationDelete  int // RFC 7592 DELETE requests
+	Authorize           int // authorization requests (not sign-in page submissions)
+	Token               int // token endpoint requests
+	UserInfo            int // UserInfo requests
+	EndSession          int // end-session requests
+	PAR                 int // pushed authorization requests
+	Revocation          int // revocation requests (RFC 7009)
+	DPoPProofs          int // DPoP proofs accepted (RFC 9449; [Options.DPoP])
+	DPoPNonceChallenges int // use_dpop_nonce answers ([Options.DPoPNonce])
 }
 
 // Client is a registered client as the provider stores it.
@@ -279,6 +295,7 @@ type Provider struct {
 	sessions  map[string]*session
 	pushed    map[string]*pushedRequest
 	stats     Stats
+	dpopNonce string // the current DPoP nonce (Options.DPoPNonce)
 
 	lastAuthorize   url.Values
 	lastTokenForm   url.Values
@@ -464,6 +481,9 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.opts.RequirePAR {
 		doc["require_pushed_authorization_requests"] = true
+	}
+	if p.opts.DPoP {
+		doc["dpop_signing_alg_values_supported"] = []string{"ES256"}
 	}
 	if !p.opts.NoRevocation {
 		doc["revocation_endpoint"] = issuer + "/revoke"

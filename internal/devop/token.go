@@ -3,6 +3,7 @@ package devop
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -23,6 +24,7 @@ type grant struct {
 type accessToken struct {
 	grant
 	expires time.Time
+	jkt     string // the DPoP key the token is bound to (RFC 9449), if any
 }
 
 type refreshToken struct {
@@ -70,12 +72,16 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c, basic, terr := p.authenticateClient(r, form)
+	var jkt string
+	if terr == nil {
+		jkt, terr = p.tokenDPoP(w, r)
+	}
 	if terr == nil {
 		switch gt := form.Get("grant_type"); gt {
 		case "authorization_code":
-			terr = p.redeemCode(w, c, form)
+			terr = p.redeemCode(w, c, form, jkt)
 		case "refresh_token":
-			terr = p.redeemRefreshToken(w, c, form)
+			terr = p.redeemRefreshToken(w, c, form, jkt)
 		case "":
 			terr = &tokenError{http.StatusBadRequest, "invalid_request", "grant_type is required"}
 		default:
@@ -151,7 +157,7 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (client,
 	return c, basic, nil
 }
 
-func (p *Provider) redeemCode(w http.ResponseWriter, c client, form url.Values) *tokenError {
+func (p *Provider) redeemCode(w http.ResponseWriter, c client, form url.Values, jkt string) *tokenError {
 	code := form.Get("code")
 	if code == "" {
 		return &tokenError{http.StatusBadRequest, "invalid_request", "code is required"}
@@ -186,9 +192,11 @@ func (p *Provider) redeemCode(w http.ResponseWriter, c client, form url.Values) 
 		return badGrant("code_verifier is malformed")
 	case s256(form.Get("code_verifier")) != ac.challenge:
 		return badGrant("code_verifier does not match the code_challenge")
+	case ac.dpopJKT != "" && ac.dpopJKT != jkt:
+		return badGrant("the authorization code is bound to another DPoP key (dpop_jkt)")
 	}
 	g := grant{clientID: c.id, sub: ac.sub, scope: ac.scope, authTime: ac.authTime, code: code}
-	p.issueTokens(w, c, g, ac.nonce)
+	p.issueTokens(w, c, g, ac.nonce, jkt)
 	return nil
 }
 
@@ -212,7 +220,7 @@ func (p *Provider) revokeCodeLocked(code string) {
 	}
 }
 
-func (p *Provider) redeemRefreshToken(w http.ResponseWriter, c client, form url.Values) *tokenError {
+func (p *Provider) redeemRefreshToken(w http.ResponseWriter, c client, form url.Values, jkt string) *tokenError {
 	tok := form.Get("refresh_token")
 	if tok == "" {
 		return &tokenError{http.StatusBadRequest, "invalid_request", "refresh_token is required"}
@@ -239,19 +247,20 @@ func (p *Provider) redeemRefreshToken(w http.ResponseWriter, c client, form url.
 	}
 	delete(p.refresh, tok) // rotation: the old token stops working
 	p.mu.Unlock()
-	p.issueTokens(w, c, g, "")
+	p.issueTokens(w, c, g, "", jkt)
 	return nil
 }
 
 // issueTokens stores and returns an access token, an ID token and, for
 // clients registered for it, a refresh token.
-func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce string) {
+// With jkt, the access token is DPoP-bound to that key (token_type DPoP).
+func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce, jkt string) {
 	now := p.now()
 	at := randomToken(32)
 	var rt string
 	p.mu.Lock()
 	p.pruneLocked(now)
-	p.access[at] = &accessToken{grant: g, expires: now.Add(p.opts.AccessTokenLifetime)}
+	p.access[at] = &accessToken{grant: g, expires: now.Add(p.opts.AccessTokenLifetime), jkt: jkt}
 	if slices.Contains(c.grantTypes, "refresh_token") {
 		rt = randomToken(32)
 		p.refresh[rt] = &refreshToken{grant: g}
@@ -279,7 +288,7 @@ func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce s
 	}
 	body := map[string]any{
 		"access_token": at,
-		"token_type":   "Bearer",
+		"token_type":   tokenType(jkt),
 		"expires_in":   int64(p.opts.AccessTokenLifetime / time.Second),
 		"id_token":     signToken(key, header, claims),
 		"scope":        g.scope,
@@ -291,6 +300,13 @@ func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce s
 		p.opts.TokenResponse(body)
 	}
 	writeJSON(w, http.StatusOK, body)
+}
+
+func tokenType(jkt string) string {
+	if jkt != "" {
+		return "DPoP"
+	}
+	return "Bearer"
 }
 
 func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
@@ -314,23 +330,41 @@ func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 			"send the access token in the Authorization header only")
 		return
 	}
-	tok, ok := bearerToken(r)
-	if !ok {
+	tok, dpop, ok := resourceToken(r)
+	if !ok || (dpop && !p.opts.DPoP) {
 		refuse(http.StatusUnauthorized, `Bearer realm="devop"`, "invalid_token", "a Bearer access token is required")
 		return
 	}
 	p.mu.Lock()
 	at := p.access[tok]
 	var g grant
+	var jkt string
 	valid := at != nil && p.now().Before(at.expires)
 	if valid {
-		g = at.grant
+		g, jkt = at.grant, at.jkt
 	}
 	p.mu.Unlock()
 	if !valid {
 		refuse(http.StatusUnauthorized, `Bearer realm="devop", error="invalid_token"`, "invalid_token",
 			"the access token is unknown, expired or revoked")
 		return
+	}
+	if jkt != "" || dpop {
+		// RFC 9449 §7: a bound token only with the DPoP scheme and a proof
+		// of its key that names it.
+		p.dpopNonceHeader(w)
+		proofJKT, err := p.verifyDPoP(r, tok)
+		switch {
+		case errors.Is(err, errNeedNonce):
+			refuse(http.StatusUnauthorized, `DPoP algs="ES256", error="use_dpop_nonce"`, "use_dpop_nonce", "a DPoP nonce is required")
+			return
+		case err != nil || proofJKT == "" || !dpop:
+			refuse(http.StatusUnauthorized, `DPoP algs="ES256", error="invalid_dpop_proof"`, "invalid_dpop_proof", "the DPoP-bound token needs the DPoP scheme and a valid proof")
+			return
+		case jkt != "" && proofJKT != jkt:
+			refuse(http.StatusUnauthorized, `DPoP algs="ES256", error="invalid_token"`, "invalid_token", "the access token is bound to another key")
+			return
+		}
 	}
 	claims := deepCopyMap(p.user)
 	claims["sub"] = g.sub

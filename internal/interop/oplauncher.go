@@ -82,6 +82,11 @@ type Options struct {
 	// every pushed request it accepts. By default PAR is offered, not
 	// required.
 	RequirePAR bool
+	// DPoPNonce makes the provider require its nonce in DPoP proofs
+	// (use_dpop_nonce otherwise). DPoP itself is always on; the provider
+	// logs "access_token.saved: client=<id> dpop=bound|none" for every
+	// access token it issues.
+	DPoPNonce bool
 	// ExtraArgs are appended to the provider.mjs command line.
 	ExtraArgs []string
 }
@@ -176,6 +181,9 @@ func (o Options) Args() []string {
 	}
 	if o.RequirePAR {
 		args = append(args, "--require-par")
+	}
+	if o.DPoPNonce {
+		args = append(args, "--dpop-nonce")
 	}
 	return append(args, o.ExtraArgs...)
 }

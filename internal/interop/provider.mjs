@@ -9,7 +9,7 @@
 //                     [--refresh-token-ttl S] [--clock-tolerance S]
 //                     [--rotate-registration-access-token true|false]
 //                     [--logout auto|form] [--id-token-scope-claims]
-//                     [--backchannel-logout] [--require-par]
+//                     [--backchannel-logout] [--require-par] [--dpop-nonce]
 //
 // Every flag can also be given through the environment as OP_<FLAG> with the
 // flag name upper-cased and dashes turned into underscores (for example
@@ -41,6 +41,12 @@
 //                             authorization endpoint refuses requests that were not pushed.
 //                             Default: PAR offered (pushed_authorization_request_endpoint),
 //                             not required.
+//   --dpop-nonce              Require a server-provided nonce in DPoP proofs (RFC 9449 §8, §9):
+//                             a proof without the current one is answered use_dpop_nonce with
+//                             a DPoP-Nonce header. DPoP itself (features.dPoP) is always on;
+//                             a client registered with dpop_bound_access_tokens must use it.
+//                             Each issued access token is logged on stderr as
+//                             "access_token.saved: client=ID dpop=bound|none". Default: off.
 //
 // Output: exactly one line on stdout, "READY <issuer>", once the server listens.
 // Everything else (errors, one line per login/consent, provider notices) goes to
@@ -120,6 +126,7 @@ const FLAGS = {
   'id-token-scope-claims': { type: 'boolean', default: false },
   'backchannel-logout': { type: 'boolean', default: false },
   'require-par': { type: 'boolean', default: false },
+  'dpop-nonce': { type: 'boolean', default: false },
 };
 
 function fail(msg) {
@@ -183,6 +190,7 @@ function readConfig() {
     idTokenScopeClaims: bool('id-token-scope-claims'),
     backchannelLogout: bool('backchannel-logout'),
     requirePAR: bool('require-par'),
+    dpopNonce: bool('dpop-nonce'),
   };
 }
 
@@ -312,6 +320,9 @@ function buildProvider(issuer) {
       },
       backchannelLogout: { enabled: cfg.backchannelLogout },
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: cfg.requirePAR },
+      dPoP: cfg.dpopNonce
+        ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
+        : { enabled: true },
       userinfo: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: false },
@@ -350,6 +361,7 @@ function buildProvider(issuer) {
 
   provider.on('server_error', (_ctx, err) => console.error('server_error:', err));
   provider.on('backchannel.success', (_ctx, client) => console.error(`backchannel.success: client=${client.clientId}`));
+  provider.on('access_token.saved', (token) => console.error(`access_token.saved: client=${token.clientId} dpop=${token.jkt ? 'bound' : 'none'}`));
   provider.on('pushed_authorization_request.success', (_ctx, client) => console.error(`pushed_authorization_request.success: client=${client.clientId}`));
   for (const event of [
     'authorization.error', 'grant.error', 'registration_create.error', 'registration_read.error',

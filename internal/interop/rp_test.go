@@ -165,6 +165,16 @@ type userView struct {
 	Iss    string         `json:"iss"`
 	Claims map[string]any `json:"claims"`
 	Path   string         `json:"path"`
+	// With the query parameter "userinfo": the provider's userinfo
+	// response to a GET through the user's client (oidcrp.UserClient).
+	UserInfo *downstream `json:"userinfo,omitempty"`
+}
+
+// downstream is the answer to a request through the user's client.
+type downstream struct {
+	Status int    `json:"status"`
+	Body   string `json:"body"`
+	Err    string `json:"err"`
 }
 
 func newApp(t *testing.T, op *interop.OP, configure func(*oidcrp.Config)) *app {
@@ -203,6 +213,22 @@ func newApp(t *testing.T, op *interop.OP, configure func(*oidcrp.Config)) *app {
 		if err := u.Claims(&v.Claims); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
+		}
+		if r.URL.Query().Has("userinfo") {
+			v.UserInfo = &downstream{}
+			hc, err := oidcrp.UserClient(r.Context())
+			var resp *http.Response
+			if err == nil {
+				ep, _ := a.disc["userinfo_endpoint"].(string)
+				resp, err = hc.Get(ep)
+			}
+			if err != nil {
+				v.UserInfo.Err = err.Error()
+			} else {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				v.UserInfo.Status, v.UserInfo.Body = resp.StatusCode, string(b)
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(v)
