@@ -87,6 +87,8 @@ type lifecycle struct {
 	closed      bool
 
 	dur durability // credentials the store refused, intents to register
+
+	signing *rpKeys // the relying party's own signing keys (rpkeys.go)
 }
 
 // client returns the current client, setting it up or renewing its
@@ -452,6 +454,9 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 		return nil, time.Time{}, errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 	}
 	own, err := wantMetadata(l.cfg, disc)
+	if err == nil {
+		own, err = l.withSigningKey(ctx, disc, own) // jar.go
+	}
 	if err != nil {
 		return nil, time.Time{}, err
 	}

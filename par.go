@@ -72,10 +72,18 @@ func (rp *RP) authorizationURL(ctx context.Context, c *client, f *flow) (string,
 			opts = append(opts, oauth2.SetAuthURLParam("dpop_jkt", jkt)) // RFC 9449 §10
 		}
 		target := c.oauth.AuthCodeURL(f.State, opts...)
+		params := authRequestParams(c, target)
+		if c.useJAR(rp.cfg) { // jar.go
+			var err error
+			if params, err = rp.requestObject(c, params); err != nil {
+				return "", c, err
+			}
+			target = withQuery(c.disc.AuthorizationEndpoint, params)
+		}
 		if !c.usePAR(rp.cfg) {
 			return target, c, nil
 		}
-		requestURI, used, err := rp.pushAuthorization(ctx, c, authRequestParams(c, target))
+		requestURI, used, err := rp.pushAuthorization(ctx, c, params)
 		if err == nil {
 			return redirectWithRequestURI(c.disc.AuthorizationEndpoint, used.creds.ClientID, requestURI), used, nil
 		}

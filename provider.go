@@ -33,6 +33,10 @@ type discovery struct {
 	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint"`
 	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests"`
 
+	// RFC 9101 §10.5 and OIDC Discovery §3: signed request objects (jar.go).
+	RequestObjectSigningAlgValuesSupported []string `json:"request_object_signing_alg_values_supported"`
+	RequireSignedRequestObject             bool     `json:"require_signed_request_object"`
+
 	// RFC 9449 §5.1: DPoP (dpop.go).
 	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported"`
 

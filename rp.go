@@ -152,6 +152,19 @@ type Config struct {
 	// dpop_bound_access_tokens.
 	DPoP bool
 
+	// RequestObjects sends every authorization request as a signed request
+	// object (RFC 9101, JAR): the parameters go into a JWT signed with the
+	// relying party's own key, sent as the request parameter with client_id
+	// (and response_type and scope repeated, as OpenID Connect requires);
+	// with PAR the request object is pushed. The key (ES256, or RS256 for a
+	// provider whose request_object_signing_alg_values_supported lacks
+	// ES256) is generated on first use and kept, private part included, in
+	// the Store under "oidcrp:signing-keys", shared by replicas; its public
+	// half is registered inline (jwks) with request_object_signing_alg.
+	// Default: request objects are used only when the provider requires them
+	// (require_signed_request_object, in discovery or in the registration).
+	RequestObjects bool
+
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
@@ -341,6 +354,7 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 		trace:     rp.trace,
 		now:       func() time.Time { return rp.now() }, // tests replace rp.now
 		legacyKey: legacyKey,
+		signing:   &rpKeys{store: cfg.Store, log: rp.log},
 	}
 	rp.lc.http = rp.trace.traceJWKS(limitResponses(cfg.HTTPClient), rp.clientID)
 	return rp, nil
