@@ -80,6 +80,18 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		q, pushed = params, true
 	}
+	// RFC 9101 §5: a request object stands for the parameters it carries
+	// (pushed or not); it must verify before its redirect_uri is used.
+	signed := false
+	if p.requestObjectsServed() && q.Has("request") {
+		params, err := p.unpackRequestObject(q)
+		if err != nil {
+			errorPage(w, http.StatusBadRequest, "The request object was refused: "+err.Error())
+			return
+		}
+		q, signed = params, true
+		p.count(func(s *Stats) { s.RequestObjects++ })
+	}
 
 	// Without a known client and one of its redirect URIs, the user agent
 	// cannot be sent back: show an error page (OIDC Core §3.1.2.6).
@@ -122,6 +134,10 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.opts.RequirePAR && !pushed {
 		fail("invalid_request", "pushed authorization requests are required (require_pushed_authorization_requests)")
+		return
+	}
+	if p.opts.RequireRequestObjects && !signed {
+		fail("invalid_request", "signed request objects are required (require_signed_request_object)")
 		return
 	}
 	if q.Has("request") {

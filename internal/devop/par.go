@@ -62,13 +62,22 @@ func (p *Provider) handlePAR(w http.ResponseWriter, r *http.Request) {
 	if terr == nil {
 		c, basic, terr = p.authenticateClient(r, form)
 	}
+	checked := form // the parameters checked: those of the request object, when there is one
+	if terr == nil && form.Has("request") && p.requestObjectsServed() {
+		inner, err := p.unpackRequestObject(form)
+		if err != nil {
+			terr = &tokenError{http.StatusBadRequest, "invalid_request_object", err.Error()}
+		} else {
+			checked = inner // the request object itself is kept, and verified again at the authorization endpoint
+		}
+	}
 	switch {
 	case terr != nil:
 	case form.Has("request_uri"):
 		terr = &tokenError{http.StatusBadRequest, "invalid_request", "request_uri must not be pushed (RFC 9126 §2.1)"}
-	case form.Get("client_id") != c.id:
+	case checked.Get("client_id") != c.id:
 		terr = &tokenError{http.StatusBadRequest, "invalid_request", "client_id must be sent and name the authenticated client"}
-	case !slices.Contains(c.redirectURIs, form.Get("redirect_uri")):
+	case !slices.Contains(c.redirectURIs, checked.Get("redirect_uri")):
 		terr = &tokenError{http.StatusBadRequest, "invalid_request", "redirect_uri is missing or not registered for this client"}
 	}
 	if terr != nil {

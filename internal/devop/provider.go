@@ -161,6 +161,19 @@ type Options struct {
 	// with RequirePAR, a provider that requires PAR without saying where.
 	HidePAREndpoint bool
 
+	// RequestObjects takes signed request objects (RFC 9101) at the
+	// authorization and PAR endpoints, verified with the client's registered
+	// jwks (ES256 or RS256), and advertises request_parameter_supported and
+	// request_object_signing_alg_values_supported. The parameters are taken
+	// from inside; a request object that does not verify gets an error page
+	// (or invalid_request_object at the PAR endpoint).
+	RequestObjects bool
+	// RequireRequestObjects implies RequestObjects, advertises
+	// require_signed_request_object and refuses authorization requests
+	// without a request object (invalid_request, sent back to the redirect
+	// URI).
+	RequireRequestObjects bool
+
 	// DPoP accepts DPoP proofs (RFC 9449, ES256 only) at the token and
 	// userinfo endpoints and advertises dpop_signing_alg_values_supported.
 	// A token request with a proof gets an access token of token_type DPoP
@@ -239,6 +252,7 @@ type Stats struct {
 	UserInfo            int // UserInfo requests
 	EndSession          int // end-session requests
 	PAR                 int // pushed authorization requests
+	RequestObjects      int // authorization requests made with a request object that verified
 	Revocation          int // revocation requests (RFC 7009)
 	DPoPProofs          int // DPoP proofs accepted (RFC 9449; [Options.DPoP])
 	DPoPNonceChallenges int // use_dpop_nonce answers ([Options.DPoPNonce])
@@ -467,7 +481,7 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		"prompt_values_supported":                        []string{"none", "login"},
 		"authorization_response_iss_parameter_supported": true,
 		"claims_parameter_supported":                     false,
-		"request_parameter_supported":                    false,
+		"request_parameter_supported":                    p.requestObjectsServed(),
 		"request_uri_parameter_supported":                false,
 	}
 	if !p.opts.NoRegistration {
@@ -481,6 +495,12 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.opts.RequirePAR {
 		doc["require_pushed_authorization_requests"] = true
+	}
+	if p.requestObjectsServed() {
+		doc["request_object_signing_alg_values_supported"] = []string{"ES256", "RS256"}
+	}
+	if p.opts.RequireRequestObjects {
+		doc["require_signed_request_object"] = true
 	}
 	if p.opts.DPoP {
 		doc["dpop_signing_alg_values_supported"] = []string{"ES256"}
