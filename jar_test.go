@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"slices"
 	"strings"
@@ -284,5 +285,28 @@ func TestTamperedRequestObjectRefused(t *testing.T) {
 	}
 	if n := e.op.Stats().RequestObjects; n != 0 {
 		t.Errorf("%d request objects verified, want 0", n)
+	}
+}
+
+// TestRequestObjectsTurnedOnUpdatesRegistration: turning request objects
+// on for a registered client adds the key to its registration in place
+// (RFC 7592), and logins then carry request objects.
+func TestRequestObjectsTurnedOnUpdatesRegistration(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{RequestObjects: true}, Config{})
+	e.login("/")
+	if n := e.op.Stats().RequestObjects; n != 0 {
+		t.Fatalf("%d request objects before they were asked for", n)
+	}
+	rp := e.newRP(Config{Store: e.rp.cfg.Store, RequestObjects: true})
+	e.app.Config.Handler = e.handler(rp)
+	e.browser.Jar, _ = cookiejar.New(nil)
+	e.login("/")
+	st := e.op.Stats()
+	if st.Registration != 1 || st.RegistrationUpdate != 1 || st.RequestObjects != 1 {
+		t.Errorf("%d registrations, %d updates, %d request objects; want 1, 1, 1", st.Registration, st.RegistrationUpdate, st.RequestObjects)
+	}
+	if keys := registeredJWKS(t, e.op); len(keys) != 1 {
+		t.Errorf("registered jwks %v", keys)
 	}
 }

@@ -28,7 +28,8 @@ const maxResponseBytes = 1 << 20
 // omitted from a registration request. Metadata the type does not model
 // (localized names such as "client_name#ja", provider extensions, or
 // features the relying party does not implement, such as encrypted ID
-// tokens or request objects) goes in Extra;
+// tokens) goes in Extra; with request objects (jar.go) the relying party
+// sets jwks and request_object_signing_alg there itself;
 // Extra never overrides a modelled field.
 type ClientMetadata struct {
 	RedirectURIs              []string `json:"redirect_uris,omitempty"`
