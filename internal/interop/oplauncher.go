@@ -87,6 +87,12 @@ type Options struct {
 	// logs "access_token.saved: client=<id> dpop=bound|none" for every
 	// access token it issues.
 	DPoPNonce bool
+	// RequireRequestObjects makes the provider require signed request
+	// objects (RFC 9101): discovery and every registration say
+	// require_signed_request_object. Request objects are always accepted;
+	// the provider logs "request_object: route=<route> client=<id> alg=<alg>
+	// typ=<typ> kid=<kid>" for each one whose claims it checks.
+	RequireRequestObjects bool
 	// ExtraArgs are appended to the provider.mjs command line.
 	ExtraArgs []string
 }
@@ -184,6 +190,9 @@ func (o Options) Args() []string {
 	}
 	if o.DPoPNonce {
 		args = append(args, "--dpop-nonce")
+	}
+	if o.RequireRequestObjects {
+		args = append(args, "--require-request-objects")
 	}
 	return append(args, o.ExtraArgs...)
 }

@@ -10,6 +10,7 @@
 //                     [--rotate-registration-access-token true|false]
 //                     [--logout auto|form] [--id-token-scope-claims]
 //                     [--backchannel-logout] [--require-par] [--dpop-nonce]
+//                     [--require-request-objects]
 //
 // Every flag can also be given through the environment as OP_<FLAG> with the
 // flag name upper-cased and dashes turned into underscores (for example
@@ -47,6 +48,13 @@
 //                             a client registered with dpop_bound_access_tokens must use it.
 //                             Each issued access token is logged on stderr as
 //                             "access_token.saved: client=ID dpop=bound|none". Default: off.
+//   --require-request-objects Require signed request objects (RFC 9101): discovery says
+//                             require_signed_request_object, every client is registered
+//                             with it, and an authorization request without one is refused.
+//                             Request objects (features.requestObjects) are always accepted;
+//                             each one whose claims are checked is logged on stderr as
+//                             "request_object: route=R client=ID alg=A typ=T kid=K".
+//                             Default: off.
 //
 // Output: exactly one line on stdout, "READY <issuer>", once the server listens.
 // Everything else (errors, one line per login/consent, provider notices) goes to
@@ -127,6 +135,7 @@ const FLAGS = {
   'backchannel-logout': { type: 'boolean', default: false },
   'require-par': { type: 'boolean', default: false },
   'dpop-nonce': { type: 'boolean', default: false },
+  'require-request-objects': { type: 'boolean', default: false },
 };
 
 function fail(msg) {
@@ -191,6 +200,7 @@ function readConfig() {
     backchannelLogout: bool('backchannel-logout'),
     requirePAR: bool('require-par'),
     dpopNonce: bool('dpop-nonce'),
+    requireRequestObjects: bool('require-request-objects'),
   };
 }
 
@@ -323,6 +333,15 @@ function buildProvider(issuer) {
       dPoP: cfg.dpopNonce
         ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
         : { enabled: true },
+      requestObjects: {
+        enabled: true,
+        requireSignedRequestObject: cfg.requireRequestObjects,
+        // Not a FAPI profile: the default checks nothing more; log the request
+        // object so tests can see it was used.
+        async assertJwtClaimsAndHeader(ctx, claims, header, client) {
+          console.error(`request_object: route=${ctx.oidc.route} client=${client.clientId} alg=${header.alg} typ=${header.typ} kid=${header.kid}`);
+        },
+      },
       userinfo: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: false },
