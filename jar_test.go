@@ -8,12 +8,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -308,5 +310,42 @@ func TestRequestObjectsTurnedOnUpdatesRegistration(t *testing.T) {
 	}
 	if keys := registeredJWKS(t, e.op); len(keys) != 1 {
 		t.Errorf("registered jwks %v", keys)
+	}
+}
+
+// TestSigningKeySharedByReplicas: replicas sharing a store that start at
+// once generate one signing key between them, under the store's lock.
+func TestSigningKeySharedByReplicas(t *testing.T) {
+	t.Parallel()
+	store := new(MemoryStore)
+	r := &rpKeys{store: store, log: slog.New(slog.DiscardHandler)}
+	replicas := make([]*rpKeys, 4)
+	kids := make([]string, len(replicas))
+	var wg sync.WaitGroup
+	for i := range replicas {
+		replicas[i] = &rpKeys{store: store, log: r.log}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := replicas[i].key(context.Background(), "ES256")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			kids[i] = k.kid
+		}()
+	}
+	wg.Wait()
+	if kids[0] == "" || slices.ContainsFunc(kids, func(k string) bool { return k != kids[0] }) {
+		t.Fatalf("replicas sign with %v, want one key", kids)
+	}
+	// Another algorithm is added next to it, and the first is kept.
+	rs, err := r.key(context.Background(), "RS256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := (&rpKeys{store: store, log: r.log}).load(context.Background())
+	if err != nil || len(set) != 2 || set["ES256"].kid != kids[0] || set["RS256"].kid != rs.kid {
+		t.Fatalf("stored keys %v (%v), want the ES256 and the RS256 key", set, err)
 	}
 }
