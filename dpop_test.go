@@ -23,7 +23,7 @@ func checkProof(t *testing.T, proof string) (jose.JSONWebKey, dpopClaims) {
 	if strings.Count(proof, ".") != 2 {
 		t.Fatalf("proof is not a compact JWS: %q", proof)
 	}
-	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("parse proof: %v", err)
 	}

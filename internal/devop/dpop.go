@@ -38,7 +38,7 @@ func (p *Provider) verifyDPoP(r *http.Request, accessToken string) (string, erro
 	if len(proofs) > 1 {
 		return "", errors.New("more than one DPoP header")
 	}
-	jws, err := jose.ParseSigned(proofs[0], []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(proofs[0], []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil || len(jws.Signatures) != 1 {
 		return "", errors.New("the DPoP proof is not an ES256 JWS")
 	}

@@ -48,7 +48,7 @@ func (p *Provider) unpackRequestObject(q url.Values) (url.Values, error) {
 	if b, err := json.Marshal(jwks); err != nil || json.Unmarshal(b, &set) != nil {
 		return nil, errors.New("the client's registered jwks is unusable")
 	}
-	jws, err := jose.ParseSigned(q.Get("request"), []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	jws, err := jose.ParseSignedCompact(q.Get("request"), []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
 		return nil, fmt.Errorf("not a signed JWT: %v", err)
 	}
