@@ -29,23 +29,10 @@ func (p *Provider) parServed() bool { return p.opts.PAR || p.opts.RequirePAR }
 // the client authenticates as at the token endpoint, and the authorization
 // request parameters it posts are kept under a one-time request_uri.
 func (p *Provider) handlePAR(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		p.count(func(s *Stats) { s.PAR++ })
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST at the pushed authorization request endpoint")
+	form, parseErr, ok := p.postedForm(w, r, "the pushed authorization request endpoint", func(s *Stats) { s.PAR++ }, &p.lastPARForm, &p.lastPARHeader)
+	if !ok {
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	parseErr := r.ParseForm()
-	form := r.PostForm
-	p.mu.Lock()
-	p.stats.PAR++
-	p.lastPARForm = cloneValues(form)
-	if p.lastPARForm == nil {
-		p.lastPARForm = url.Values{}
-	}
-	p.lastPARHeader = r.Header.Clone()
-	p.mu.Unlock()
 
 	status, body := http.StatusCreated, map[string]any{}
 	var terr *tokenError

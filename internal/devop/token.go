@@ -38,28 +38,40 @@ type tokenError struct {
 	description string
 }
 
+// postedForm answers anything but POST with 405 and otherwise parses the
+// form body of a request to an endpoint that takes one, counting the
+// request and keeping its form and headers for tests (into *lastForm and
+// *lastHeader). ok is false when it already answered.
+func (p *Provider) postedForm(w http.ResponseWriter, r *http.Request, endpoint string, count func(*Stats), lastForm *url.Values, lastHeader *http.Header) (form url.Values, parseErr error, ok bool) {
+	if r.Method != http.MethodPost {
+		p.count(count)
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST at "+endpoint)
+		return nil, nil, false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	parseErr = r.ParseForm()
+	form = r.PostForm
+	p.mu.Lock()
+	count(&p.stats)
+	*lastForm = cloneValues(form)
+	if *lastForm == nil {
+		*lastForm = url.Values{}
+	}
+	*lastHeader = r.Header.Clone()
+	p.mu.Unlock()
+	return form, parseErr, true
+}
+
 func badGrant(description string) *tokenError {
 	return &tokenError{http.StatusBadRequest, "invalid_grant", description}
 }
 
 func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		p.count(func(s *Stats) { s.Token++ })
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST at the token endpoint")
+	form, parseErr, ok := p.postedForm(w, r, "the token endpoint", func(s *Stats) { s.Token++ }, &p.lastTokenForm, &p.lastTokenHeader)
+	if !ok {
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	parseErr := r.ParseForm()
-	form := r.PostForm
-	p.mu.Lock()
-	p.stats.Token++
-	p.lastTokenForm = cloneValues(form)
-	if p.lastTokenForm == nil {
-		p.lastTokenForm = url.Values{}
-	}
-	p.lastTokenHeader = r.Header.Clone()
-	p.mu.Unlock()
 	if parseErr != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
 		return
