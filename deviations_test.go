@@ -278,13 +278,13 @@ func TestRegisteredAuthMethodDeviations(t *testing.T) {
 // a method the relying party cannot use is refused, saying which.
 func TestUnsupportedRegisteredAuthMethodRefused(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, devop.Options{ForceAuthMethod: "private_key_jwt"}, Config{})
+	e := newEnv(t, devop.Options{ForceAuthMethod: "tls_client_auth"}, Config{})
 	resp := e.get(e.app.URL+"/", html)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", resp.StatusCode)
 	}
-	if s := e.rp.Status(); !strings.Contains(s.LastError, `unsupported token_endpoint_auth_method "private_key_jwt"`) {
+	if s := e.rp.Status(); !strings.Contains(s.LastError, `unsupported token_endpoint_auth_method "tls_client_auth"`) {
 		t.Errorf("last error %q", s.LastError)
 	}
 }

@@ -1,7 +1,6 @@
 package oidcrp
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -34,42 +33,11 @@ func (c *client) useJAR(cfg *Config) bool {
 	return useJAR(cfg, c.disc) || c.creds.Metadata.Extra["require_signed_request_object"] == true
 }
 
-// withSigningKey adds the relying party's public key (jwks) and
-// request_object_signing_alg to the metadata to register, when request
-// objects are used, generating the key on first use.
-func (l *lifecycle) withSigningKey(ctx context.Context, disc *discovery, m ClientMetadata) (ClientMetadata, error) {
-	if !useJAR(l.cfg, disc) {
-		return m, nil
-	}
-	alg, err := signingAlg(disc)
-	if err != nil {
-		return m, err
-	}
-	k, err := l.signing.key(ctx, alg)
-	if err != nil {
-		return m, fmt.Errorf("oidcrp: the relying party's signing key: %w", err)
-	}
-	pub, err := json.Marshal(k.public())
-	if err != nil {
-		return m, err
-	}
-	var jwk map[string]any
-	if err := json.Unmarshal(pub, &jwk); err != nil {
-		return m, err
-	}
-	if m.Extra == nil {
-		m.Extra = map[string]any{}
-	}
-	m.Extra["jwks"] = map[string]any{"keys": []any{jwk}}
-	m.Extra["request_object_signing_alg"] = alg
-	return m, nil
-}
-
 // requestObjectKey returns the key c signs request objects with: the
 // relying party's key for the registered request_object_signing_alg, which
-// must be among the client's registered jwks. Without one, the error says
-// why logins cannot start.
-func (l *lifecycle) requestObjectKey(c *client) (*signingKey, error) {
+// the provider must know (registered in jwks, or served at jwks_uri).
+// Without one, the error says why logins cannot start.
+func (l *lifecycle) requestObjectKey(c *client) (*rpKey, error) {
 	why := "Config.RequestObjects is set"
 	switch {
 	case c.disc.RequireSignedRequestObject:
@@ -79,35 +47,23 @@ func (l *lifecycle) requestObjectKey(c *client) (*signingKey, error) {
 	}
 	alg, _ := c.creds.Metadata.Extra["request_object_signing_alg"].(string)
 	if alg == "" {
-		var err error
-		if alg, err = signingAlg(c.disc); err != nil {
-			return nil, fmt.Errorf("%s: %w", why, err)
+		if alg = pickSigningAlg(c.disc.RequestObjectSigningAlgValuesSupported, l.keys.own); alg == "" {
+			return nil, fmt.Errorf("oidcrp: %s, but provider %s accepts request objects signed with %q only, which the relying party's key cannot make; logins cannot start",
+				why, c.disc.Issuer, c.disc.RequestObjectSigningAlgValuesSupported)
 		}
 	}
-	k := l.signing.cached(alg)
-	if k == nil || !registeredKey(c.creds.Metadata.Extra["jwks"], k.kid) {
-		hint := "the provider did not keep the key the relying party registered (jwks)"
+	k := l.keys.signingKey(alg, c.creds)
+	if k == nil || !l.keys.published(k, c.creds) {
+		hint := "the provider did not keep the keys the relying party registered (jwks)"
 		switch {
 		case l.cfg.ClientID != "":
-			hint = "the configured client (Config.ClientID) has no key of the relying party registered (jwks); let the relying party register itself"
+			hint = "the configured client (Config.ClientID) has no key of the relying party registered (jwks); let the relying party register itself, or set Config.SigningKey"
 		case !useJAR(l.cfg, c.disc):
 			hint = "the relying party registered no key (jwks), as neither discovery nor the configuration asked for request objects; set Config.RequestObjects"
 		}
 		return nil, fmt.Errorf("oidcrp: %s, but %s; logins cannot start", why, hint)
 	}
 	return k, nil
-}
-
-// registeredKey reports whether the registered jwks holds a key named kid.
-func registeredKey(jwks any, kid string) bool {
-	set, _ := jwks.(map[string]any)
-	keys, _ := set["keys"].([]any)
-	for _, k := range keys {
-		if m, _ := k.(map[string]any); m != nil && m["kid"] == kid {
-			return true
-		}
-	}
-	return false
 }
 
 // requestObject returns the parameters that replace params when c signs
@@ -142,13 +98,9 @@ func (rp *RP) requestObject(c *client, params url.Values) (url.Values, error) {
 	if err != nil {
 		return nil, err
 	}
-	jws, err := k.signer.Sign(payload)
+	compact, err := k.sign("oauth-authz-req+jwt", payload)
 	if err != nil {
 		return nil, fmt.Errorf("oidcrp: sign the request object: %w", err)
-	}
-	compact, err := jws.CompactSerialize()
-	if err != nil {
-		return nil, err
 	}
 	out := url.Values{"client_id": {c.creds.ClientID}, "request": {compact}}
 	for _, name := range []string{"response_type", "scope"} {

@@ -119,15 +119,15 @@ func TestRequestObjectsConfigured(t *testing.T) {
 
 	// The key is in the store, private part included, and a replica sharing
 	// the store signs with it: no second registration.
-	raw, err := e.rp.cfg.Store.Load(context.Background(), signingKeysKey)
+	raw, err := e.rp.cfg.Store.Load(context.Background(), e.rp.cfg.StoreKey+"#keys")
 	if err != nil || !strings.Contains(string(raw), `"d":`) || !strings.Contains(string(raw), jwk["kid"].(string)) {
 		t.Fatalf("stored signing keys: %v", err)
 	}
-	var set jose.JSONWebKeySet
+	var set storedKeys
 	if json.Unmarshal(raw, &set) != nil || len(set.Keys) != 1 {
 		t.Fatalf("stored signing keys unreadable")
 	}
-	dBytes, err := set.Keys[0].Key.(*ecdsa.PrivateKey).Bytes()
+	dBytes, err := set.Keys[0].JWK.Key.(*ecdsa.PrivateKey).Bytes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestRequestObjectsConfigured(t *testing.T) {
 	if st := e.op.Stats(); st.Registration != 1 || st.RegistrationUpdate != 0 {
 		t.Errorf("%d registrations and %d updates, want 1 and 0", st.Registration, st.RegistrationUpdate)
 	}
-	k := replica.lc.signing.cached("ES256")
+	k := replica.lc.keys.signingKey("ES256", replica.lc.cur.Load().creds)
 	if k == nil || k.kid != jwk["kid"] {
 		t.Fatalf("the replica signs with %v, want kid %v", k, jwk["kid"])
 	}
@@ -323,21 +323,23 @@ func TestRequestObjectsTurnedOnUpdatesRegistration(t *testing.T) {
 func TestSigningKeySharedByReplicas(t *testing.T) {
 	t.Parallel()
 	store := new(MemoryStore)
-	r := &rpKeys{store: store, log: slog.New(slog.DiscardHandler)}
-	replicas := make([]*rpKeys, 4)
+	manager := func() *keyManager {
+		return &keyManager{store: store, key: "k#keys", log: slog.New(slog.DiscardHandler), now: time.Now}
+	}
+	es256 := []keyKind{{"sig", "ES256"}}
+	replicas := make([]*keyManager, 4)
 	kids := make([]string, len(replicas))
 	var wg sync.WaitGroup
 	for i := range replicas {
-		replicas[i] = &rpKeys{store: store, log: r.log}
+		replicas[i] = manager()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k, err := replicas[i].key(context.Background(), "ES256")
-			if err != nil {
+			if _, err := replicas[i].ensure(context.Background(), es256); err != nil {
 				t.Error(err)
 				return
 			}
-			kids[i] = k.kid
+			kids[i] = replicas[i].signingKey("ES256", nil).kid
 		}()
 	}
 	wg.Wait()
@@ -345,12 +347,11 @@ func TestSigningKeySharedByReplicas(t *testing.T) {
 		t.Fatalf("replicas sign with %v, want one key", kids)
 	}
 	// Another algorithm is added next to it, and the first is kept.
-	rs, err := r.key(context.Background(), "RS256")
-	if err != nil {
+	if _, err := replicas[0].ensure(context.Background(), []keyKind{{"sig", "RS256"}, {"sig", "ES256"}}); err != nil {
 		t.Fatal(err)
 	}
-	set, err := (&rpKeys{store: store, log: r.log}).load(context.Background())
-	if err != nil || len(set) != 2 || set["ES256"].kid != kids[0] || set["RS256"].kid != rs.kid {
-		t.Fatalf("stored keys %v (%v), want the ES256 and the RS256 key", set, err)
+	set, err := manager().load(context.Background())
+	if err != nil || len(set) != 2 || set[0].alg != "RS256" || set[1].kid != kids[0] {
+		t.Fatalf("stored keys %v (%v), want the RS256 and the ES256 key", set, err)
 	}
 }

@@ -40,8 +40,10 @@ type client struct {
 	oauth    *oauth2.Config
 	verifier *oidc.IDTokenVerifier
 	http     *http.Client
-	renewAt  time.Time // when the credentials need renewing; zero: never
-	gone     bool      // the provider no longer knows the client
+	keys     *keyManager      // the relying party's keys, for client assertions
+	now      func() time.Time // the lifecycle's clock
+	renewAt  time.Time        // when the credentials need renewing; zero: never
+	gone     bool             // the provider no longer knows the client
 }
 
 // context returns ctx carrying the HTTP client for go-oidc and x/oauth2.
@@ -88,7 +90,8 @@ type lifecycle struct {
 
 	dur durability // credentials the store refused, intents to register
 
-	signing *rpKeys // the relying party's own signing keys (rpkeys.go)
+	keys   *keyManager           // the relying party's own keys (keys.go)
+	keyErr atomic.Pointer[error] // why the last publication of new keys failed
 }
 
 // client returns the current client, setting it up or renewing its
@@ -204,7 +207,7 @@ func (l *lifecycle) establish(ctx context.Context) (*client, error) {
 // build makes the client for creds: the OAuth 2.0 configuration and the ID
 // token verifier. A renewal keeps the provider, and with it its cached keys.
 func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, renewAt time.Time) *client {
-	c := &client{disc: disc, creds: creds, http: l.http, renewAt: renewAt}
+	c := &client{disc: disc, creds: creds, keys: l.keys, now: l.now, renewAt: renewAt}
 	if prev != nil {
 		c.provider = prev.provider
 	} else {
@@ -216,16 +219,19 @@ func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, ren
 			JWKSURL:     disc.JWKSURI,
 		}).NewProvider(oidc.ClientContext(context.Background(), l.http))
 	}
-	style := oauth2.AuthStyleInParams
-	if creds.authMethod() == "client_secret_basic" && creds.AuthStyle != stylePost {
+	// x/oauth2 sends the secret as RFC 6749 §2.3.1 says; client assertions
+	// and raw HTTP Basic are added by the HTTP client (auth.go).
+	style, secret := oauth2.AuthStyleInParams, string(creds.ClientSecret)
+	switch {
+	case creds.usesAssertion():
+		secret = ""
+	case creds.authMethod() == "client_secret_basic" && creds.AuthStyle != stylePost:
 		style = oauth2.AuthStyleInHeader
 	}
-	if creds.AuthStyle == styleRawBasic {
-		c.http = rawBasic(l.http, disc.TokenEndpoint)
-	}
+	c.http = withTokenAuth(l.http, c)
 	c.oauth = &oauth2.Config{
 		ClientID:     creds.ClientID,
-		ClientSecret: string(creds.ClientSecret),
+		ClientSecret: secret,
 		Endpoint:     oauth2.Endpoint{AuthURL: disc.AuthorizationEndpoint, TokenURL: disc.TokenEndpoint, AuthStyle: style},
 		RedirectURL:  l.cfg.RedirectURL,
 		Scopes:       l.cfg.Scopes,
@@ -248,8 +254,15 @@ func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, ren
 // sides form-encode them, and some providers do not decode. First raw HTTP
 // Basic, then the form body where the provider supports client_secret_post.
 // There is none when encoding changes nothing or the way is already settled.
+// A client assertion addressed to the token endpoint (OIDC Core §9) has one
+// alternative: addressed to the issuer, as some providers want it.
 func (l *lifecycle) encodings(c *client) []*client {
 	cr := c.creds
+	if cr.usesAssertion() && cr.AuthStyle == "" && c.disc.TokenEndpoint != c.disc.Issuer {
+		alt := *cr
+		alt.AuthStyle = styleIssuerAudience
+		return []*client{l.build(c.disc, c, &alt, c.renewAt)}
+	}
 	if cr.authMethod() != "client_secret_basic" || cr.AuthStyle != "" ||
 		(url.QueryEscape(cr.ClientID) == cr.ClientID && url.QueryEscape(string(cr.ClientSecret)) == string(cr.ClientSecret)) {
 		return nil
@@ -272,7 +285,7 @@ func (l *lifecycle) settle(ctx context.Context, c, alt *client) {
 	if !l.cur.CompareAndSwap(c, alt) {
 		return // replaced meanwhile
 	}
-	l.log.Warn("oidcrp: the token endpoint accepts the client secret only when it is sent another way than RFC 6749 §2.3.1 says; using that way from now on",
+	l.log.Warn("oidcrp: the provider accepts the client's authentication only when it is sent another way than RFC 6749 §2.3.1 and OIDC Core §9 say; using that way from now on",
 		"client_id", alt.creds.ClientID, "auth_style", alt.creds.AuthStyle)
 	unlock := l.lockStore(ctx)
 	defer unlock()
@@ -416,6 +429,7 @@ func (l *lifecycle) maintain(ctx context.Context, check bool) {
 	l.reviewIntent(ctx, false)
 	l.followReplicas(ctx)
 	l.cleanupSuperseded(ctx)
+	_ = l.maintainKeys(ctx, false) // logged
 }
 
 // inherit takes over the rate limits of the lifecycle it replaces, for the
@@ -453,9 +467,9 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 	if disc.RegistrationEndpoint == "" {
 		return nil, time.Time{}, errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 	}
-	own, err := wantMetadata(l.cfg, disc)
+	own, err := wantMetadata(l.cfg, disc, l.keys.own)
 	if err == nil {
-		own, err = l.withSigningKey(ctx, disc, own) // jar.go
+		own, err = l.withKeys(ctx, disc, own) // keys.go
 	}
 	if err != nil {
 		return nil, time.Time{}, err
@@ -847,7 +861,7 @@ func (l *lifecycle) lockStore(ctx context.Context) (unlock func()) {
 // OAuth error code of the answer.
 func (l *lifecycle) probeToken(ctx context.Context, disc *discovery, c *credentials) (string, error) {
 	form := url.Values{"grant_type": {"authorization_code"}, "code": {"oidcrp-probe"}, "redirect_uri": {l.cfg.RedirectURL}}
-	req, err := c.authenticatedPost(ctx, disc.TokenEndpoint, form)
+	req, err := l.build(disc, l.cur.Load(), c, time.Time{}).authenticatedPost(ctx, disc.TokenEndpoint, form)
 	if err != nil {
 		return "", err
 	}
@@ -888,7 +902,8 @@ func (l *lifecycle) forget(ctx context.Context, c *client, refused *credentials)
 // them.
 func (l *lifecycle) reload(ctx context.Context, c *client) bool {
 	stored, err := l.load(ctx)
-	if err != nil || stored == nil || (stored.ClientID == c.creds.ClientID && stored.ClientSecret == c.creds.ClientSecret) {
+	if err != nil || stored == nil || (stored.ClientID == c.creds.ClientID && stored.ClientSecret == c.creds.ClientSecret &&
+		slices.Equal(registeredKids(stored.Metadata.Extra["jwks"]), registeredKids(c.creds.Metadata.Extra["jwks"]))) {
 		return false
 	}
 	return l.adopt(c, stored)
@@ -947,6 +962,9 @@ func (l *lifecycle) status(s *Status) {
 				s.SecretExpiresIn = -1 // expiring now; zero means never
 			}
 		}
+	}
+	if err := l.keyErr.Load(); err != nil {
+		s.KeyError = (*err).Error()
 	}
 	l.mu.Lock()
 	if l.lastErr != nil {

@@ -172,7 +172,7 @@ func (rp *RP) push(ctx context.Context, c *client, params url.Values) (_ string,
 		return &AuthError{Reason: ReasonPushedAuthorization, ErrorCode: truncate(code, 100), ErrorDescription: truncate(desc, 300),
 			Err: &parError{status: status, msg: "pushed authorization request to " + endpoint + ": " + fmt.Sprintf(format, args...)}}
 	}
-	req, err := c.creds.authenticatedPost(ctx, endpoint, params)
+	req, err := c.authenticatedPost(ctx, endpoint, params)
 	if err != nil {
 		return "", fail(0, "", "", "%v", err)
 	}
@@ -231,44 +231,6 @@ func seconds(v any) (time.Duration, bool) {
 		f = 365 * 24 * 3600
 	}
 	return time.Duration(f * float64(time.Second)), true
-}
-
-// authenticatedPost returns a form POST of form to endpoint carrying the
-// client authentication as the token endpoint takes it: what x/oauth2 does
-// for the registered method (RFC 6749 §2.3.1: HTTP Basic with form-encoded
-// id and secret for client_secret_basic, the form body for
-// client_secret_post, client_id alone for none), or the way learnt from a
-// provider that refused it (AuthStyle). form is not modified.
-func (cr *credentials) authenticatedPost(ctx context.Context, endpoint string, form url.Values) (*http.Request, error) {
-	form = cloneValues(form)
-	basic := cr.authMethod() == "client_secret_basic" && cr.AuthStyle != stylePost
-	if !basic {
-		form.Set("client_id", cr.ClientID)
-		if cr.ClientSecret != "" {
-			form.Set("client_secret", string(cr.ClientSecret))
-		}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case basic && cr.AuthStyle == styleRawBasic:
-		req.SetBasicAuth(cr.ClientID, string(cr.ClientSecret))
-	case basic:
-		req.SetBasicAuth(url.QueryEscape(cr.ClientID), url.QueryEscape(string(cr.ClientSecret)))
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	return req, nil
-}
-
-func cloneValues(v url.Values) url.Values {
-	out := make(url.Values, len(v))
-	for k, vs := range v {
-		out[k] = append([]string(nil), vs...)
-	}
-	return out
 }
 
 // loginStartStatus is the status of a login that could not start: 502 when

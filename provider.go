@@ -37,6 +37,14 @@ type discovery struct {
 	RequestObjectSigningAlgValuesSupported []string `json:"request_object_signing_alg_values_supported"`
 	RequireSignedRequestObject             bool     `json:"require_signed_request_object"`
 
+	// OIDC Discovery §3: client assertions and encrypted responses (auth.go,
+	// encryption.go).
+	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	IDTokenEncryptionAlgValuesSupported        []string `json:"id_token_encryption_alg_values_supported"`
+	IDTokenEncryptionEncValuesSupported        []string `json:"id_token_encryption_enc_values_supported"`
+	UserinfoEncryptionAlgValuesSupported       []string `json:"userinfo_encryption_alg_values_supported"`
+	UserinfoEncryptionEncValuesSupported       []string `json:"userinfo_encryption_enc_values_supported"`
+
 	// RFC 9449 §5.1: DPoP (dpop.go).
 	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported"`
 
@@ -163,34 +171,4 @@ func limitResponses(c *http.Client) *http.Client {
 	cp := *c
 	cp.Transport = limitedTransport{next: next}
 	return &cp
-}
-
-// rawBasic returns hc sending the HTTP Basic credentials of requests to the
-// token endpoint without the form-encoding that x/oauth2 applies (RFC 6749
-// §2.3.1), for providers that compare them undecoded.
-func rawBasic(hc *http.Client, tokenURL string) *http.Client {
-	next := hc.Transport
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	c := *hc
-	c.Transport = rawBasicTransport{next: next, tokenURL: tokenURL}
-	return &c
-}
-
-type rawBasicTransport struct {
-	next     http.RoundTripper
-	tokenURL string
-}
-
-func (t rawBasicTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if user, pass, ok := req.BasicAuth(); ok && req.URL.String() == t.tokenURL {
-		id, err1 := url.QueryUnescape(user)
-		secret, err2 := url.QueryUnescape(pass)
-		if err1 == nil && err2 == nil {
-			req = req.Clone(req.Context())
-			req.SetBasicAuth(id, secret)
-		}
-	}
-	return t.next.RoundTrip(req)
 }

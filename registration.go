@@ -189,7 +189,7 @@ type credentials struct {
 	Metadata                ClientMetadata // as registered, including values the provider replaced
 	Fingerprint             string         // of the issuer and metadata that were asked for
 	RegisteredAt            time.Time      // when the client or its current secret was obtained
-	AuthStyle               string         // how the secret is sent when not as the RFC says: styleRawBasic or stylePost
+	AuthStyle               string         // how the client authenticates when not as the RFC says: styleRawBasic, stylePost or styleIssuerAudience
 }
 
 // Ways of sending the client secret to the token endpoint besides the one
@@ -199,6 +199,10 @@ type credentials struct {
 const (
 	styleRawBasic = "basic-raw" // HTTP Basic without form-encoding
 	stylePost     = "post"      // in the form body
+
+	// styleIssuerAudience addresses client assertions to the issuer rather
+	// than to the token endpoint (auth.go).
+	styleIssuerAudience = "aud-issuer"
 )
 
 // expiresWithin reports whether the client secret expires before now+skew.
@@ -270,9 +274,15 @@ func timeOrZero(sec int64) time.Time {
 }
 
 // fingerprint identifies a registration request: the issuer and the
-// requested metadata. credentials whose fingerprint differs were issued for
-// another configuration.
+// requested metadata, but for the relying party's public keys (jwks), which
+// rotate without changing the configuration and are updated on their own
+// (keys.go). credentials whose fingerprint differs were issued for another
+// configuration.
 func fingerprint(issuer string, m ClientMetadata) string {
+	if _, ok := m.Extra["jwks"]; ok {
+		m.Extra = cloneMap(m.Extra)
+		delete(m.Extra, "jwks")
+	}
 	b, _ := json.Marshal(metadataJSON(m)) // object keys of maps are sorted, struct order is fixed
 	h := sha256.New()
 	h.Write([]byte(issuer))
@@ -571,10 +581,14 @@ func (g registrar) credentials(issuer string, want ClientMetadata, prev *credent
 		}
 	}
 	switch m := c.authMethod(); m {
-	case "client_secret_basic", "client_secret_post":
+	case "client_secret_basic", "client_secret_post", "client_secret_jwt":
 		if c.ClientSecret == "" {
 			return nil, refuse("token_endpoint_auth_method %q but no client_secret", m)
 		}
+	case "private_key_jwt":
+		// The client authenticates with the relying party's key: a secret
+		// the provider issued anyway is neither needed nor kept.
+		c.ClientSecret, c.ClientSecretExpiresAt, info.ClientSecretExpiresAt = "", time.Time{}, nil
 	case "none":
 	default:
 		return nil, refuse("unsupported token_endpoint_auth_method %q", m)
@@ -605,7 +619,7 @@ func truncate(s string, n int) string {
 
 // wantMetadata is the metadata to register: the defaults completed with
 // Config.Metadata and what the provider supports.
-func wantMetadata(cfg *Config, disc *discovery) (ClientMetadata, error) {
+func wantMetadata(cfg *Config, disc *discovery, own *rpKey) (ClientMetadata, error) {
 	m := cfg.Metadata
 	m.Extra = cloneMap(m.Extra)
 	if !slices.Contains(m.RedirectURIs, cfg.RedirectURL) {
@@ -656,14 +670,17 @@ func wantMetadata(cfg *Config, disc *discovery) (ClientMetadata, error) {
 		if len(supported) == 0 {
 			supported = []string{"client_secret_basic"} // Discovery §3 default
 		}
-		for _, method := range []string{"client_secret_basic", "client_secret_post", "none"} {
+		for _, method := range []string{"private_key_jwt", "client_secret_basic", "client_secret_post", "none"} {
+			if method == "private_key_jwt" && (cfg.ClientID != "" || pickSigningAlg(disc.TokenEndpointAuthSigningAlgValuesSupported, own) == "") {
+				continue // no key the provider accepts assertions from
+			}
 			if slices.Contains(supported, method) {
 				m.TokenEndpointAuthMethod = method
 				break
 			}
 		}
 		if m.TokenEndpointAuthMethod == "" {
-			return m, fmt.Errorf("oidcrp: provider supports none of client_secret_basic, client_secret_post, none (it lists %q)", supported)
+			return m, fmt.Errorf("oidcrp: provider supports none of private_key_jwt, client_secret_basic, client_secret_post, none (it lists %q)", supported)
 		}
 	}
 	return m, nil

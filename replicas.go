@@ -195,7 +195,10 @@ func (l *lifecycle) followReplicas(ctx context.Context) {
 	if c == nil || c.gone || l.cfg.ClientID != "" {
 		return
 	}
-	own, err := wantMetadata(l.cfg, c.disc)
+	own, err := wantMetadata(l.cfg, c.disc, l.keys.own)
+	if err == nil {
+		own, err = l.withKeys(ctx, c.disc, own)
+	}
 	if err != nil {
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -60,24 +59,9 @@ func (rp *RP) revokeTokens(ctx context.Context, u *User) {
 // as it does at the token endpoint.
 func (rp *RP) revoke(ctx context.Context, c *client, token, hint string) error {
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
-	cr := c.creds
-	basic := cr.authMethod() == "client_secret_basic" && cr.AuthStyle != stylePost
-	if !basic {
-		form.Set("client_id", cr.ClientID)
-		if cr.ClientSecret != "" {
-			form.Set("client_secret", string(cr.ClientSecret))
-		}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.disc.RevocationEndpoint, strings.NewReader(form.Encode()))
+	req, err := c.authenticatedPost(ctx, c.disc.RevocationEndpoint, form)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	switch {
-	case basic && cr.AuthStyle == styleRawBasic:
-		req.SetBasicAuth(cr.ClientID, string(cr.ClientSecret))
-	case basic:
-		req.SetBasicAuth(url.QueryEscape(cr.ClientID), url.QueryEscape(string(cr.ClientSecret))) // RFC 6749 §2.3.1
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -30,6 +30,7 @@ package oidcrp
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,8 +71,11 @@ type Config struct {
 	// ["authorization_code", "refresh_token"] (the latter only where the
 	// provider supports it), scope, client_name "oidcrp", application_type
 	// "web", and a token_endpoint_auth_method picked from what the provider
-	// supports (client_secret_basic, then client_secret_post, then none).
-	// Set fields win over these defaults.
+	// supports: private_key_jwt (no client secret then exists: the client
+	// authenticates with the relying party's own key), then
+	// client_secret_basic, client_secret_post and none. Set fields win over
+	// these defaults; client_secret_jwt is used when set here or when the
+	// provider registers it.
 	Metadata ClientMetadata
 
 	// InitialAccessToken is sent as a Bearer token on registration
@@ -165,6 +169,48 @@ type Config struct {
 	// (require_signed_request_object, in discovery or in the registration).
 	RequestObjects bool
 
+	// EncryptedResponses asks the provider to encrypt ID tokens and userinfo
+	// responses to the relying party's own encryption key (OIDC Core
+	// §10.2): the registration carries id_token_encrypted_response_alg and
+	// _enc, and userinfo_encrypted_response_alg and _enc where the provider
+	// encrypts userinfo (ECDH-ES, else RSA-OAEP-256, else RSA-OAEP; A256GCM,
+	// else A128CBC-HS256). Responses are decrypted, then their signature is
+	// verified as for plain ones. A provider that can encrypt ID tokens with
+	// none of these fails the setup. Default: responses are decrypted when
+	// the registration (Metadata.Extra, or the provider) asks for
+	// encryption.
+	EncryptedResponses bool
+
+	// SigningKey, when set, is the relying party's signing key, for
+	// private_key_jwt client assertions and request objects, instead of the
+	// keys the relying party generates: an ECDSA P-256 key (ES256) or an
+	// RSA key of at least 2048 bits (RS256), in memory or behind any
+	// crypto.Signer (an HSM, a KMS). It is registered, public half only, but
+	// neither stored nor rotated: change it to rotate it. With ClientID, it
+	// authenticates a client registered by hand with private_key_jwt.
+	//
+	// The keys the relying party generates (ES256, else RS256 for
+	// signing; ECDH-ES or RSA for encryption) are kept, private parts
+	// included, in the Store under StoreKey+"#keys", shared by replicas.
+	SigningKey crypto.Signer
+
+	// KeyRotation is how long the relying party's generated keys are used:
+	// an older key gets a successor, published before it is used (by an
+	// RFC 7592 update of the registration, or in the set served at
+	// JWKSURL), and the old key stays published for two hours more, so that
+	// nothing signed or encrypted with it is refused. One replica sharing
+	// the Store rotates; the periodic maintenance checks hourly. Negative:
+	// never. Default: 30 days. [RP.RotateKeys] rotates at once.
+	KeyRotation time.Duration
+
+	// JWKSURL, when set, is the public URL of the relying party's JWK Set:
+	// the middleware serves the public keys at its path (and
+	// [RP.JWKSHandler] anywhere), and it is registered as jwks_uri instead
+	// of registering the keys inline (jwks). A key is used an hour after it
+	// appears in the set, as providers cache it. Default: keys are
+	// registered inline.
+	JWKSURL string
+
 	// SkipUserInfo turns off the userinfo request made after each login.
 	SkipUserInfo bool
 
@@ -248,6 +294,7 @@ type RP struct {
 	refreshFail  episode                 // failed token refreshes, logged once per outage
 	dpopNonces   dpopNonces              // the last DPoP-Nonce of each origin (dpop.go)
 	redirectPath string
+	jwksPath     string // of Config.JWKSURL, served by the middleware
 	secure       bool
 	now          func() time.Time
 	tenant       string       // set by Tenants
@@ -329,14 +376,37 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 		cfg.Logger = slog.Default()
 	}
 	switch cfg.Metadata.TokenEndpointAuthMethod {
-	case "", "client_secret_basic", "client_secret_post", "none":
+	case "", "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none":
 	default:
-		return nil, fmt.Errorf("oidcrp: token_endpoint_auth_method %q is not supported (client_secret_basic, client_secret_post, none)", cfg.Metadata.TokenEndpointAuthMethod)
+		return nil, fmt.Errorf("oidcrp: token_endpoint_auth_method %q is not supported (private_key_jwt, client_secret_basic, client_secret_post, client_secret_jwt, none)", cfg.Metadata.TokenEndpointAuthMethod)
+	}
+	jwksPath := ""
+	keys := &keyManager{store: cfg.Store, key: cfg.StoreKey + "#keys", log: cfg.Logger.With("issuer", cfg.Issuer), rotation: cfg.KeyRotation}
+	if keys.rotation == 0 {
+		keys.rotation = defaultKeyRotation
+	}
+	if cfg.SigningKey != nil {
+		if keys.own, err = ownKey(cfg.SigningKey); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ClientID != "" && cfg.Metadata.TokenEndpointAuthMethod == "private_key_jwt" && keys.own == nil {
+		return nil, errors.New("oidcrp: a client configured by hand (ClientID) with private_key_jwt needs Config.SigningKey")
+	}
+	if cfg.JWKSURL != "" {
+		u, err := url.Parse(cfg.JWKSURL)
+		if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" || (u.Scheme != "https" && u.Scheme != "http") ||
+			slices.Contains([]string{ru.Path, cfg.LogoutPath, cfg.BackchannelLogoutPath, cfg.FrontchannelLogoutPath}, u.Path) {
+			return nil, fmt.Errorf("oidcrp: JWKSURL %q must be an absolute http(s) URL whose path is none of the relying party's other paths", cfg.JWKSURL)
+		}
+		keys.served = true
+		jwksPath = u.Path
 	}
 	rp := &RP{
 		cfg:          &cfg,
 		log:          cfg.Logger.With("issuer", cfg.Issuer),
 		redirectPath: ru.Path,
+		jwksPath:     jwksPath,
 		secure:       ru.Scheme == "https",
 		now:          time.Now,
 		sessions:     newSessionCache(),
@@ -354,8 +424,9 @@ func newRP(cfg Config, tenant, legacyKey string) (*RP, error) {
 		trace:     rp.trace,
 		now:       func() time.Time { return rp.now() }, // tests replace rp.now
 		legacyKey: legacyKey,
-		signing:   &rpKeys{store: cfg.Store, log: rp.log},
+		keys:      keys,
 	}
+	keys.now = rp.lc.now
 	rp.lc.http = rp.trace.traceJWKS(limitResponses(cfg.HTTPClient), rp.clientID)
 	return rp, nil
 }
@@ -414,6 +485,11 @@ type Status struct {
 	LastError       string    `json:"last_error,omitempty"`       // of the last failed setup
 	RetryAt         time.Time `json:"retry_at,omitzero"`          // next setup attempt after a failure
 
+	// KeyError says why the last publication of the relying party's new
+	// keys failed (the provider refused the update); the registered keys
+	// stay in use until a publication succeeds. Empty otherwise.
+	KeyError string `json:"key_error,omitempty"`
+
 	// OrphanedRegistrations counts registrations this process found that
 	// were made but never stored: a process registered a client and stopped
 	// before the store kept its credentials, so the client is left at the
@@ -471,6 +547,8 @@ func (rp *RP) serveOwn(w http.ResponseWriter, r *http.Request) bool {
 		rp.handleBackchannelLogout(w, r)
 	case atPath(r, received, rp.cfg.FrontchannelLogoutPath):
 		rp.handleFrontchannelLogout(w, r)
+	case rp.jwksPath != "" && atPath(r, received, rp.jwksPath):
+		rp.serveJWKS(w, r)
 	case isAuthResponse(r):
 		rp.misrouted(w, r)
 	default:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -672,7 +673,7 @@ func TestRegistrationFailures(t *testing.T) {
 			b["redirect_uris"] = []string{"https://evil.example/cb"}
 		}}, "lack"},
 		{"unsupported auth method", devop.Options{Registration: func(st *int, b map[string]any) {
-			b["token_endpoint_auth_method"] = "private_key_jwt"
+			b["token_endpoint_auth_method"] = "tls_client_auth"
 		}}, "unsupported token_endpoint_auth_method"},
 		{"no registration endpoint", devop.Options{NoRegistration: true}, "no registration_endpoint"},
 	}
@@ -1098,7 +1099,10 @@ func TestNewValidates(t *testing.T) {
 		"no redirect":      func(c *Config) { c.RedirectURL = "" },
 		"redirect frag":    func(c *Config) { c.RedirectURL = "https://app.example/cb#x" },
 		"short key":        func(c *Config) { c.SessionKeys = []Secret{"short"} },
-		"bad auth method":  func(c *Config) { c.Metadata.TokenEndpointAuthMethod = "private_key_jwt" },
+		"bad auth method":  func(c *Config) { c.Metadata.TokenEndpointAuthMethod = "tls_client_auth" },
+		"pkjwt by hand":    func(c *Config) { c.ClientID, c.Metadata.TokenEndpointAuthMethod = "x", "private_key_jwt" },
+		"bad signing key":  func(c *Config) { c.SigningKey = ed25519.NewKeyFromSeed(make([]byte, 32)) },
+		"jwks at callback": func(c *Config) { c.JWKSURL = "https://app.example/cb" },
 		"logout=callback":  func(c *Config) { c.LogoutPath = "/cb" },
 		"relative logout":  func(c *Config) { c.LogoutPath = "logout" },
 		"relative postout": func(c *Config) { c.PostLogoutRedirectURL = "/bye" },
