@@ -59,6 +59,7 @@ func run(args []string) error {
 	store := fs.String("store", env("CREDENTIAL_STORE", "memory"), "credential store: memory, file:PATH or redis://HOST:PORT/DB (env CREDENTIAL_STORE)")
 	iat := fs.String("initial-access-token", env("OIDC_INITIAL_ACCESS_TOKEN", ""), "initial access token for registration (env OIDC_INITIAL_ACCESS_TOKEN)")
 	publicURL := fs.String("public-url", env("PUBLIC_URL", ""), "URL the browser uses to reach this app; default http://ADDR (env PUBLIC_URL)")
+	authMethod := fs.String("auth-method", env("OIDC_AUTH_METHOD", ""), "token endpoint authentication to register: private_key_jwt, client_secret_basic, client_secret_post, client_secret_jwt or none; empty picks the best the provider supports, private_key_jwt first (env OIDC_AUTH_METHOD)")
 	tenantIDs := fs.String("tenants", env("TENANTS", ""), "comma-separated tenant IDs: serve path-routed tenants at /t/ID/, each with its own embedded development provider unless -issuer is set (env TENANTS)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,6 +73,13 @@ func run(args []string) error {
 	cs, err := credentialStore(*store, log)
 	if err != nil {
 		return err
+	}
+	base := oidcrp.Config{
+		Store:              cs,
+		InitialAccessToken: oidcrp.Secret(*iat),
+		Logger:             log,
+		KeepTokens:         true, // for /api-demo: call APIs as the user
+		Metadata:           oidcrp.ClientMetadata{TokenEndpointAuthMethod: *authMethod},
 	}
 	// startProvider returns the issuer to use: -issuer, or a new embedded
 	// development provider.
@@ -95,9 +103,9 @@ func run(args []string) error {
 
 	var mux *http.ServeMux
 	if *tenantIDs != "" {
-		mux, err = tenantsApp(strings.Split(*tenantIDs, ","), startProvider, *publicURL, *iat, *issuer == "", cs, log)
+		mux, err = tenantsApp(strings.Split(*tenantIDs, ","), startProvider, *publicURL, *issuer == "", base)
 	} else {
-		mux, err = singleApp(startProvider, *publicURL, *iat, cs, log)
+		mux, err = singleApp(startProvider, *publicURL, base)
 	}
 	if err != nil {
 		return err
@@ -128,19 +136,13 @@ func run(args []string) error {
 var stops []func()
 
 // singleApp protects the application with one relying party.
-func singleApp(startProvider func() (string, error), publicURL, iat string, cs oidcrp.CredentialStore, log *slog.Logger) (*http.ServeMux, error) {
+func singleApp(startProvider func() (string, error), publicURL string, cfg oidcrp.Config) (*http.ServeMux, error) {
 	issuer, err := startProvider()
 	if err != nil {
 		return nil, err
 	}
-	rp, err := oidcrp.New(oidcrp.Config{
-		Issuer:             issuer,
-		RedirectURL:        publicURL + "/auth/callback",
-		InitialAccessToken: oidcrp.Secret(iat),
-		Store:              cs,
-		Logger:             log,
-		KeepTokens:         true, // for /api-demo: call APIs as the user
-	})
+	cfg.Issuer, cfg.RedirectURL = issuer, publicURL+"/auth/callback"
+	rp, err := oidcrp.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +157,7 @@ func singleApp(startProvider func() (string, error), publicURL, iat string, cs o
 
 // tenantsApp serves path-routed tenants /t/ID/…, each with its own provider
 // and client registration.
-func tenantsApp(ids []string, startProvider func() (string, error), publicURL, iat string, devProviders bool, cs oidcrp.CredentialStore, log *slog.Logger) (*http.ServeMux, error) {
+func tenantsApp(ids []string, startProvider func() (string, error), publicURL string, devProviders bool, base oidcrp.Config) (*http.ServeMux, error) {
 	issuers := map[string]string{}
 	for _, id := range ids {
 		iss, err := startProvider()
@@ -184,7 +186,7 @@ func tenantsApp(ids []string, startProvider func() (string, error), publicURL, i
 			return false
 		},
 		AllowPrivateNetworks: devProviders, // the embedded providers listen on loopback
-		Base:                 oidcrp.Config{Store: cs, InitialAccessToken: oidcrp.Secret(iat), Logger: log, KeepTokens: true},
+		Base:                 base,
 	})
 	if err != nil {
 		return nil, err
