@@ -20,13 +20,19 @@ func BenchmarkCallbackAuth(b *testing.B) {
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rs, _ := rsa.GenerateKey(rand.Reader, 2048)
 	pkjwt := ClientMetadata{TokenEndpointAuthMethod: "private_key_jwt"}
-	b.Run("client_secret_basic", func(b *testing.B) { op.measure(b, op.callback(b, Config{})) })
-	b.Run("private_key_jwt-ES256", func(b *testing.B) {
-		op.measure(b, op.callback(b, Config{SigningKey: ec, Metadata: pkjwt}))
-	})
-	b.Run("private_key_jwt-RS256", func(b *testing.B) {
-		op.measure(b, op.callback(b, Config{SigningKey: rs, Metadata: pkjwt}))
-	})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"client_secret_basic", Config{}},
+		{"private_key_jwt-ES256", Config{SigningKey: ec, Metadata: pkjwt}},
+		{"private_key_jwt-RS256", Config{SigningKey: rs, Metadata: pkjwt}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			rp := newBenchRP(b, op, "bench-client", tc.cfg)
+			op.measure(b, benchCallback(b, rp, op.srv.URL, "bench-client"))
+		})
+	}
 }
 
 // BenchmarkClientAuthentication is the cost of authenticating one token

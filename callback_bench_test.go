@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ import (
 type benchOP struct {
 	srv    *httptest.Server
 	tokens atomic.Int64
+	signer jose.Signer
+	bodies sync.Map // client_id → token response, set by answer; "bench-client" by default
 }
 
 // benchSeed is the seed of the login attempt the callback benchmark
@@ -49,16 +52,8 @@ func newBenchOP(b *testing.B) *benchOP {
 	if err != nil {
 		b.Fatal(err)
 	}
-	claims := benchClaims()
-	claims["iss"], claims["aud"], claims["nonce"] = iss, "bench-client", benchNonce
-	claims["iat"], claims["exp"] = time.Now().Unix(), time.Now().Add(time.Hour).Unix()
-	payload, _ := json.Marshal(claims)
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		b.Fatal(err)
-	}
-	idToken, _ := jws.CompactSerialize()
-	tokenBody, _ := json.Marshal(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 3600, "id_token": idToken})
+	op.signer = signer
+	op.answer("bench-client", op.idToken(b, "bench-client"))
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{
@@ -68,11 +63,40 @@ func newBenchOP(b *testing.B) *benchOP {
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) { w.Write(jwks) })
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
 		op.tokens.Add(1)
+		id, _, basic := r.BasicAuth()
+		if !basic {
+			id = r.PostFormValue("client_id")
+		}
 		io.Copy(io.Discard, r.Body)
+		body, ok := op.bodies.Load(id)
+		if !ok {
+			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(tokenBody)
+		w.Write(body.([]byte))
 	})
 	return op
+}
+
+// idToken returns an ID token for clientID, signed by the provider's key.
+func (op *benchOP) idToken(b *testing.B, clientID string) string {
+	claims := benchClaims()
+	claims["iss"], claims["aud"], claims["nonce"] = op.srv.URL, clientID, benchNonce
+	claims["iat"], claims["exp"] = time.Now().Unix(), time.Now().Add(time.Hour).Unix()
+	payload, _ := json.Marshal(claims)
+	jws, err := op.signer.Sign(payload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	idToken, _ := jws.CompactSerialize()
+	return idToken
+}
+
+// answer makes the token endpoint answer clientID's requests with idToken.
+func (op *benchOP) answer(clientID, idToken string) {
+	body, _ := json.Marshal(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 3600, "id_token": idToken})
+	op.bodies.Store(clientID, body)
 }
 
 // measure runs call once to warm discovery and keys, then b.N times, and
@@ -88,47 +112,43 @@ func (op *benchOP) measure(b *testing.B, call func()) {
 	b.ReportMetric(float64(op.tokens.Load()-before)/float64(b.N), "requests/op")
 }
 
-// callback returns one oidcrp callback against op, with cfg completed as a
-// client configured by hand (client_secret_basic unless cfg says otherwise).
-func (op *benchOP) callback(b *testing.B, cfg Config) func() {
-	iss := op.srv.URL
-	cfg.Issuer, cfg.RedirectURL, cfg.ClientID = iss, "https://app.example.com/cb", "bench-client"
-	if cfg.ClientSecret == "" && cfg.SigningKey == nil {
-		cfg.ClientSecret = "secret"
-	}
-	cfg.SkipUserInfo, cfg.SessionKeys, cfg.HTTPClient = true, []Secret{Secret(make([]byte, 32))}, op.srv.Client()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	rp, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, _ := rp.keys.sealer(context.Background())
-	f := newFlow(benchSeed)
-	f.issuer, f.client, f.ReturnTo, f.Created = tag("issuer", iss), tag("client", "bench-client"), "/", time.Now().Unix()
-	state := f.State
-	name := rp.loginCookieName(state)
-	cookie := &http.Cookie{Name: name, Value: s.seal("login", rp.bind(name), f.encode())}
-	target := "https://app.example.com/cb?" + url.Values{"code": {"c"}, "state": {state}, "iss": {iss}}.Encode()
-	return func() {
-		req := httptest.NewRequest(http.MethodGet, target, nil)
-		req.AddCookie(cookie)
-		w := httptest.NewRecorder()
-		rp.ServeHTTP(w, req)
-		if w.Code != http.StatusSeeOther {
-			b.Fatalf("callback: %d %s", w.Code, w.Body)
-		}
-	}
-}
-
 // BenchmarkCallback compares oidcrp's callback (state check, code exchange,
 // ID token verification, nonce, session cookie) with the same parts done by
 // hand with securecookie, x/oauth2 and go-oidc, against one in-process token
-// endpoint. It reports outgoing requests per callback.
+// endpoint, and oidcrp's callback with an encrypted ID token against the
+// plain one. It reports outgoing requests per callback.
 func BenchmarkCallback(b *testing.B) {
 	op := newBenchOP(b)
 	iss := op.srv.URL
 
-	b.Run("oidcrp", func(b *testing.B) { op.measure(b, op.callback(b, Config{})) })
+	b.Run("oidcrp", func(b *testing.B) {
+		rp := newBenchRP(b, op, "bench-client", Config{})
+		op.measure(b, benchCallback(b, rp, iss, "bench-client"))
+	})
+
+	// The same callback with the ID token signed, then encrypted to the
+	// relying party's key (ECDH-ES, A256GCM): the cost of decryption.
+	b.Run("oidcrp-encrypted", func(b *testing.B) {
+		rp := newBenchRP(b, op, "bench-enc", Config{Metadata: ClientMetadata{Extra: map[string]any{
+			"id_token_encrypted_response_alg": "ECDH-ES", "id_token_encrypted_response_enc": "A256GCM",
+		}}})
+		keys, err := rp.lc.keys.ensure(context.Background(), []keyKind{{"enc", "ECDH-ES"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.ECDH_ES, Key: keys[0].publicKey(), KeyID: keys[0].kid},
+			(&jose.EncrypterOptions{}).WithContentType("JWT"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		jwe, err := enc.Encrypt([]byte(op.idToken(b, "bench-enc")))
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw, _ := jwe.CompactSerialize()
+		op.answer("bench-enc", raw)
+		op.measure(b, benchCallback(b, rp, iss, "bench-enc"))
+	})
 
 	b.Run("by-hand", func(b *testing.B) {
 		ctx := oidc.ClientContext(context.Background(), op.srv.Client())
@@ -176,4 +196,44 @@ func BenchmarkCallback(b *testing.B) {
 		}
 		op.measure(b, call)
 	})
+}
+
+// newBenchRP is a relying party for the bench provider, configured with
+// clientID and metadata.
+func newBenchRP(b *testing.B, op *benchOP, clientID string, cfg Config) *RP {
+	cfg.Issuer, cfg.RedirectURL, cfg.ClientID = op.srv.URL, "https://app.example.com/cb", clientID
+	if cfg.SigningKey == nil {
+		cfg.ClientSecret = "secret"
+	}
+	cfg.SkipUserInfo, cfg.SessionKeys, cfg.HTTPClient = true, []Secret{Secret(make([]byte, 32))}, op.srv.Client()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	rp, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rp
+}
+
+// benchCallback returns a call of rp's callback completing the login
+// attempt of benchSeed, which must succeed.
+func benchCallback(b *testing.B, rp *RP, iss, clientID string) func() {
+	s, err := rp.keys.sealer(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFlow(benchSeed)
+	f.issuer, f.client, f.ReturnTo, f.Created = tag("issuer", iss), tag("client", clientID), "/", time.Now().Unix()
+	state := f.State
+	name := rp.loginCookieName(state)
+	cookie := &http.Cookie{Name: name, Value: s.seal("login", rp.bind(name), f.encode())}
+	target := "https://app.example.com/cb?" + url.Values{"code": {"c"}, "state": {state}, "iss": {iss}}.Encode()
+	return func() {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		req.AddCookie(cookie)
+		w := httptest.NewRecorder()
+		rp.ServeHTTP(w, req)
+		if w.Code != http.StatusSeeOther {
+			b.Fatalf("callback: %d %s", w.Code, w.Body)
+		}
+	}
 }
