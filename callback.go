@@ -15,7 +15,8 @@ import (
 
 // handleCallback completes a login: the authorization response is checked
 // against the attempt's cookie (state, RFC 9207 iss), the code is exchanged
-// with the PKCE verifier, the ID token is verified (signature, iss, aud, exp
+// with the PKCE verifier, the ID token is decrypted when the registration
+// asks for encryption (encryption.go) and verified (signature, iss, aud, exp
 // by go-oidc; nonce, iat, azp, sub and extra audiences here), userinfo is read,
 // and a new session replaces the attempt.
 func (rp *RP) handleCallback(w http.ResponseWriter, r *http.Request) {
@@ -151,6 +152,9 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	if raw == "" {
 		return nil, refusal(ReasonInvalidIDToken, "token response has no id_token")
 	}
+	if raw, err = c.signedIDToken(raw); err != nil {
+		return nil, err
+	}
 	octx := c.context(ctx)
 	idt, err := c.verifier.Verify(octx, raw)
 	if err != nil {
@@ -196,17 +200,17 @@ func (rp *RP) complete(ctx context.Context, c *client, f *flow, code string) (*U
 	extras := map[string]any{} // userinfo claims the ID token lacks
 	if c.disc.UserinfoEndpoint != "" && !rp.cfg.SkipUserInfo {
 		uctx, end := rp.trace.span(ctx, opUserInfo, c.creds.ClientID)
-		ui, err := c.provider.UserInfo(rp.providerContext(uctx, c, key), oauth2.StaticTokenSource(tok))
-		if err == nil && ui.Subject != idt.Subject {
+		all := map[string]any{}
+		body, err := rp.userInfo(uctx, c, tok, key)
+		if err == nil {
+			err = json.Unmarshal(body, &all)
+		}
+		if sub, _ := all["sub"].(string); err == nil && sub != idt.Subject {
 			// OIDC Core §5.3.2: the response must not be used.
 			err = errors.New("userinfo sub differs from the ID token's")
 		}
 		end(err)
 		if err != nil {
-			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
-		}
-		all := map[string]any{}
-		if err := ui.Claims(&all); err != nil {
 			return nil, &AuthError{Reason: ReasonUserInfo, Err: err}
 		}
 		for k, v := range all {

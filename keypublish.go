@@ -56,7 +56,8 @@ func (l *lifecycle) withKeys(ctx context.Context, disc *discovery, m ClientMetad
 		algKey, encKey := r.name+"_encrypted_response_alg", r.name+"_encrypted_response_enc"
 		alg, _ := m.Extra[algKey].(string)
 		if alg == "" && l.cfg.EncryptedResponses && r.used {
-			alg, enc := pickEncryption(r.algs, r.encs)
+			var enc string
+			alg, enc = pickEncryption(r.algs, r.encs)
 			if alg == "" && r.name == "id_token" {
 				return m, fmt.Errorf("oidcrp: Config.EncryptedResponses is set but provider %s encrypts ID tokens with %q only; the relying party decrypts ECDH-ES, RSA-OAEP-256 and RSA-OAEP", disc.Issuer, r.algs)
 			}

@@ -236,13 +236,9 @@ func (l *lifecycle) build(disc *discovery, prev *client, creds *credentials, ren
 		RedirectURL:  l.cfg.RedirectURL,
 		Scopes:       l.cfg.Scopes,
 	}
-	alg := creds.Metadata.IDTokenSignedResponseAlg
-	if alg == "" || alg == "none" {
-		alg = oidc.RS256 // OIDC DCR §2 default; unsigned ID tokens are never accepted
-	}
 	c.verifier = c.provider.Verifier(&oidc.Config{
 		ClientID:             creds.ClientID,
-		SupportedSigningAlgs: []string{alg},
+		SupportedSigningAlgs: []string{c.idTokenAlg()},
 		Now:                  l.now,
 	})
 	return c

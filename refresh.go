@@ -203,6 +203,10 @@ func (rp *RP) doRefresh(ctx context.Context, c *client, u *User) (*User, error) 
 	nu.accessExpiry = accessExpiry(tok, nu.tokensAt)
 	nu.tokenType = tok.Type()
 	if raw, _ := tok.Extra("id_token").(string); raw != "" {
+		raw, err := c.signedIDToken(raw) // the signed token, also kept as the logout hint
+		if err != nil {
+			return nil, err
+		}
 		idt, err := c.verifier.Verify(ctx, raw)
 		if err != nil {
 			return nil, &AuthError{Reason: ReasonInvalidIDToken, Err: err}

@@ -17,7 +17,9 @@
 // OpenID Connect Core 1.0 (authorization code flow), OpenID Connect Discovery
 // 1.0, OAuth 2.0 Dynamic Client Registration (RFC 7591) and its management
 // protocol (RFC 7592), PKCE (RFC 7636, S256 only and always required), the
-// "iss" authorization response parameter (RFC 9207) and OpenID Connect
+// "iss" authorization response parameter (RFC 9207), encrypted ID tokens and
+// signed or encrypted userinfo responses (OpenID Connect Core §10.2 and
+// §5.3.2, to a key of the client's inline jwks) and OpenID Connect
 // RP-Initiated Logout 1.0.
 //
 // Endpoints, relative to the issuer (which may have a path component):
@@ -187,6 +189,21 @@ type Options struct {
 	// endpoint (401) answer use_dpop_nonce with a fresh DPoP-Nonce to a
 	// proof without the current nonce.
 	DPoPNonce bool
+
+	// Responses to clients that registered encryption or userinfo signing
+	// (encryption.go) are signed and/or encrypted as registered; these
+	// options make them hostile. PlainResponses sends plain ID tokens and
+	// JSON userinfo despite the registration. EncryptToForeignKey encrypts
+	// to a fresh key under the kid of the client's key, which the client
+	// cannot decrypt. EncryptionAlg and EncryptionEnc, when set, replace
+	// the registered alg and enc. EncryptToLastKey encrypts to the last
+	// suitable key of the client's jwks instead of the first (after a key
+	// rotation, the client's older key).
+	PlainResponses      bool
+	EncryptToForeignKey bool
+	EncryptionAlg       string
+	EncryptionEnc       string
+	EncryptToLastKey    bool
 
 	// IDTokenLifetime is the lifetime of ID tokens (default 1h).
 	IDTokenLifetime time.Duration
@@ -505,6 +522,7 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	if p.opts.DPoP {
 		doc["dpop_signing_alg_values_supported"] = []string{"ES256"}
 	}
+	advertiseEncryption(doc)
 	if !p.opts.NoRevocation {
 		doc["revocation_endpoint"] = issuer + "/revoke"
 		doc["revocation_endpoint_auth_methods_supported"] = slices.Clone(p.opts.AuthMethods)

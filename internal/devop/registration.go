@@ -195,12 +195,8 @@ func (p *Provider) parseMetadata(req map[string]any) (*metadata, *metadataError)
 	if v, present := all["id_token_signed_response_alg"]; present && v != "RS256" {
 		return nil, invalidMetadata("id_token_signed_response_alg must be \"RS256\"")
 	}
-	for _, k := range []string{
-		"userinfo_signed_response_alg", "id_token_encrypted_response_alg", "userinfo_encrypted_response_alg",
-	} {
-		if _, present := all[k]; present {
-			return nil, invalidMetadata("%s is not supported", k)
-		}
+	if merr := checkEncryptionMetadata(all); merr != nil {
+		return nil, merr
 	}
 	return md, nil
 }

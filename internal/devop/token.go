@@ -298,11 +298,16 @@ func (p *Provider) issueTokens(w http.ResponseWriter, c client, g grant, nonce, 
 	if p.opts.IDToken != nil {
 		p.opts.IDToken(claims, header)
 	}
+	idToken, err := p.wrapIDToken(c, signToken(key, header, claims))
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "server_error", "encrypting the ID token: "+err.Error())
+		return
+	}
 	body := map[string]any{
 		"access_token": at,
 		"token_type":   tokenType(jkt),
 		"expires_in":   int64(p.opts.AccessTokenLifetime / time.Second),
-		"id_token":     signToken(key, header, claims),
+		"id_token":     idToken,
 		"scope":        g.scope,
 	}
 	if rt != "" {
@@ -351,9 +356,13 @@ func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 	at := p.access[tok]
 	var g grant
 	var jkt string
+	var metadata map[string]any // the client's registration, for signed or encrypted responses
 	valid := at != nil && p.now().Before(at.expires)
 	if valid {
 		g, jkt = at.grant, at.jkt
+		if c := p.clients[g.clientID]; c != nil {
+			metadata = c.metadata
+		}
 	}
 	p.mu.Unlock()
 	if !valid {
@@ -383,7 +392,7 @@ func (p *Provider) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 	if p.opts.UserInfo != nil {
 		p.opts.UserInfo(claims)
 	}
-	writeJSON(w, http.StatusOK, claims)
+	p.writeUserInfo(w, metadata, g.clientID, claims)
 }
 
 // handleRevocation serves the revocation endpoint (RFC 7009). The client
