@@ -184,7 +184,7 @@ func (c *client) openUserInfo(ctx context.Context, body string) ([]byte, error) 
 	}
 	// go-oidc verifies the signature with the provider's keys, cached with
 	// those of the ID tokens; the checks of ID tokens do not apply.
-	v := c.provider.VerifierContext(ctx, &oidc.Config{
+	v := c.provider.Verifier(&oidc.Config{
 		SupportedSigningAlgs: []string{sigAlg},
 		SkipClientIDCheck:    true,
 		SkipExpiryCheck:      true,

@@ -283,7 +283,8 @@ func (m *keyManager) ensure(ctx context.Context, need []keyKind) ([]*rpKey, erro
 	missing := func(set []*rpKey) []keyKind {
 		var out []keyKind
 		for _, kind := range need {
-			if (m.own == nil || m.own.keyKind != kind) && !slices.ContainsFunc(set, func(k *rpKey) bool { return k.keyKind == kind }) {
+			if (m.own == nil || m.own.keyKind != kind) && !slices.Contains(out, kind) &&
+				!slices.ContainsFunc(set, func(k *rpKey) bool { return k.keyKind == kind }) {
 				out = append(out, kind)
 			}
 		}

@@ -137,15 +137,15 @@ func encryptionKey(metadata map[string]any, alg string, last bool) (jose.JSONWeb
 // registered for what, or as the hostile options say.
 func (p *Provider) encryptFor(metadata map[string]any, what string, content []byte, nested bool) (string, error) {
 	alg, enc := encryption(metadata, what)
-	if p.opts.EncryptionAlg != "" {
-		alg = p.opts.EncryptionAlg
-	}
-	if p.opts.EncryptionEnc != "" {
-		enc = p.opts.EncryptionEnc
-	}
 	key, err := encryptionKey(metadata, alg, p.opts.EncryptToLastKey)
 	if err != nil {
 		return "", err
+	}
+	if p.opts.EncryptionAlg != "" {
+		alg = p.opts.EncryptionAlg // to the same key: it must be of the right type
+	}
+	if p.opts.EncryptionEnc != "" {
+		enc = p.opts.EncryptionEnc
 	}
 	if p.opts.EncryptToForeignKey {
 		key = foreignKey(key)

@@ -196,7 +196,8 @@ type Options struct {
 	// JSON userinfo despite the registration. EncryptToForeignKey encrypts
 	// to a fresh key under the kid of the client's key, which the client
 	// cannot decrypt. EncryptionAlg and EncryptionEnc, when set, replace
-	// the registered alg and enc. EncryptToLastKey encrypts to the last
+	// the registered alg and enc (the alg encrypts to the key chosen for the
+	// registered one, so it must suit that key's type). EncryptToLastKey encrypts to the last
 	// suitable key of the client's jwks instead of the first (after a key
 	// rotation, the client's older key).
 	PlainResponses      bool
