@@ -286,9 +286,12 @@ func TestRPEncryptedResponses(t *testing.T) {
 			t.Errorf("registration asked %v/%v for %s, want ECDH-ES/A256GCM", reg[r+"_encrypted_response_alg"], reg[r+"_encrypted_response_enc"], r)
 		}
 	}
+	if reg["userinfo_signed_response_alg"] != "RS256" {
+		t.Errorf("registration asked userinfo signed with %v, want RS256 (oidc-provider requires a signature with encryption)", reg["userinfo_signed_response_alg"])
+	}
 	keys := storedKeys(t, a.store)
 	encKid := keyOf(keys, "enc")
-	if encKid == "" || !slices.Contains(registeredKids(t, regs[0].body), encKid) {
+	if encKid == "" || !slices.Equal(registeredKids(t, regs[0].body), []string{encKid}) {
 		t.Fatalf("stored encryption key %q, registered kids %v", encKid, registeredKids(t, regs[0].body))
 	}
 	jwe := func(what, token string) {

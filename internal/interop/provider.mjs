@@ -63,9 +63,9 @@
 //                             provider verifies (private_key_jwt, client_secret_jwt) is
 //                             logged on stderr as "client_assertion: route=R client=ID
 //                             alg=A kid=K aud=AUD".
-//   --encryption              Enable encrypted responses (features.encryption): discovery
-//                             lists id_token_encryption_* and userinfo_encryption_*
-//                             values, and a client that registered
+//   --encryption              Enable encrypted responses (features.encryption, and
+//                             features.jwtUserinfo for userinfo): discovery lists
+//                             id_token_encryption_* and userinfo_encryption_* values, and a client that registered
 //                             id_token_encrypted_response_alg (userinfo_...) gets its ID
 //                             tokens (userinfo responses) as JWEs encrypted to a key of
 //                             its registered jwks. Default: off.
@@ -376,6 +376,9 @@ function buildProvider(issuer) {
         },
       },
       encryption: { enabled: cfg.encryption },
+      // JWT userinfo responses (signed and/or encrypted as registered);
+      // oidc-provider advertises userinfo encryption only with it.
+      jwtUserinfo: { enabled: cfg.encryption },
       userinfo: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: false },
