@@ -291,8 +291,13 @@ func TestRPEncryptedResponses(t *testing.T) {
 	}
 	keys := storedKeys(t, a.store)
 	encKid := keyOf(keys, "enc")
-	if encKid == "" || !slices.Equal(registeredKids(t, regs[0].body), []string{encKid}) {
-		t.Fatalf("stored encryption key %q, registered kids %v", encKid, registeredKids(t, regs[0].body))
+	var storedKids []string
+	for _, k := range keys {
+		storedKids = append(storedKids, str(k.JWK, "kid"))
+	}
+	// One encryption key for both, and the signing key of private_key_jwt.
+	if encKid == "" || len(keys) != 2 || keyOf(keys, "sig") == "" || !slices.Equal(registeredKids(t, regs[0].body), storedKids) {
+		t.Fatalf("stored keys %v (encryption key %q), registered kids %v; want one encryption and one signing key, both registered", storedKids, encKid, registeredKids(t, regs[0].body))
 	}
 	jwe := func(what, token string) {
 		t.Helper()
