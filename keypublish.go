@@ -66,6 +66,16 @@ func (l *lifecycle) withKeys(ctx context.Context, disc *discovery, m ClientMetad
 			}
 			set(algKey, alg)
 			set(encKey, enc)
+			if r.name == "userinfo" && m.UserinfoSignedResponseAlg == "" {
+				// Signed, then encrypted (OIDC Core §5.3.2): the nested JWT
+				// that OIDC DCR §2 describes, and that providers such as
+				// oidc-provider require with userinfo encryption. Signed as
+				// the ID tokens are, which every provider supports.
+				m.UserinfoSignedResponseAlg = m.IDTokenSignedResponseAlg
+				if m.UserinfoSignedResponseAlg == "" || m.UserinfoSignedResponseAlg == "none" {
+					m.UserinfoSignedResponseAlg = "RS256"
+				}
+			}
 		}
 		if alg != "" {
 			if !slices.Contains(decryptionAlgs, alg) {

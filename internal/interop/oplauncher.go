@@ -93,6 +93,19 @@ type Options struct {
 	// the provider logs "request_object: route=<route> client=<id> alg=<alg>
 	// typ=<typ> kid=<kid>" for each one whose claims it checks.
 	RequireRequestObjects bool
+	// AuthMethods, when set, are the client authentication methods the
+	// provider supports and advertises (token_endpoint_auth_methods_supported);
+	// by default every method oidc-provider implements: client_secret_basic,
+	// client_secret_post, client_secret_jwt, private_key_jwt and none. The
+	// provider logs "client_assertion: route=<route> client=<id> alg=<alg>
+	// kid=<kid> aud=<aud>" for each client assertion it verifies.
+	AuthMethods []string
+	// Encryption enables encrypted ID tokens and userinfo responses
+	// (discovery lists id_token_encryption_* and userinfo_encryption_*): a
+	// client that registers id_token_encrypted_response_alg
+	// (userinfo_encrypted_response_alg) gets them as JWEs encrypted to a key
+	// of its registered jwks.
+	Encryption bool
 	// ExtraArgs are appended to the provider.mjs command line.
 	ExtraArgs []string
 }
@@ -193,6 +206,12 @@ func (o Options) Args() []string {
 	}
 	if o.RequireRequestObjects {
 		args = append(args, "--require-request-objects")
+	}
+	if len(o.AuthMethods) > 0 {
+		args = append(args, "--auth-methods", strings.Join(o.AuthMethods, ","))
+	}
+	if o.Encryption {
+		args = append(args, "--encryption")
 	}
 	return append(args, o.ExtraArgs...)
 }

@@ -13,7 +13,8 @@ import (
 
 // ---------------------------------------------------------------------------
 // Pushed authorization requests (RFC 9126) at a provider that requires them:
-// the login pushes its request, authenticated as at the token endpoint, the
+// the login pushes its request, authenticated as at the token endpoint (with
+// a private_key_jwt assertion, the default at this provider), the
 // browser reaches the authorization endpoint with only client_id and
 // request_uri, and the tokens refresh as usual.
 
@@ -43,7 +44,7 @@ func TestRPPushedAuthorizationRequired(t *testing.T) {
 		}
 	}
 
-	// The pushed request: every parameter, HTTP Basic as at the token endpoint.
+	// The pushed request: every parameter, a client assertion as at the token endpoint.
 	pushed := a.rec.find(http.MethodPost, a.endpoint("pushed_authorization_request_endpoint"))
 	if len(pushed) != 1 || pushed[0].status != http.StatusCreated {
 		t.Fatalf("%d PAR requests (%v), want one answered 201", len(pushed), pushed)
@@ -54,18 +55,32 @@ func TestRPPushedAuthorizationRequired(t *testing.T) {
 			t.Errorf("the pushed request lacks %s", k)
 		}
 	}
-	req := &http.Request{Header: pushed[0].header}
-	if user, _, ok := req.BasicAuth(); !ok || user != url.QueryEscape(clientID) {
-		t.Errorf("the PAR request is not authenticated with HTTP Basic as client %s", clientID)
+	if m := a.rp.Status().AuthMethod; m != "private_key_jwt" {
+		t.Fatalf("Status().AuthMethod = %q, want private_key_jwt", m)
 	}
 	ex := a.codeExchanges()
-	if len(ex) != 1 || ex[0].header.Get("Authorization") == "" || ex[0].header.Get("Authorization") != pushed[0].header.Get("Authorization") {
-		t.Errorf("the token endpoint and the PAR endpoint got different client authentication")
+	if len(ex) != 1 {
+		t.Fatalf("%d code exchanges, want 1", len(ex))
+	}
+	for _, c := range []providerCall{pushed[0], ex[0]} {
+		f := c.form()
+		if f.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" || f.Get("client_assertion") == "" ||
+			f.Get("client_id") != clientID || f.Has("client_secret") || c.header.Get("Authorization") != "" {
+			t.Errorf("%s is not authenticated with a client assertion alone as client %s", c.url, clientID)
+		}
+	}
+	if pushed[0].form().Get("client_assertion") == ex[0].form().Get("client_assertion") {
+		t.Errorf("the PAR and token requests carry the same client assertion, want one each")
 	}
 	// The provider confirms it.
 	logs := op.Logs()
 	if strings.Count(logs, "pushed_authorization_request.success: client="+clientID) != 1 {
 		t.Errorf("the provider did not log one accepted pushed request from %s:\n%s", clientID, logs)
+	}
+	for _, route := range []string{"pushed_authorization_request", "token"} {
+		if !strings.Contains(logs, "client_assertion: route="+route+" client="+clientID+" alg=ES256") {
+			t.Errorf("the provider did not verify a client assertion at the %s endpoint:\n%s", route, logs)
+		}
 	}
 	if strings.Contains(logs, "pushed_authorization_request.error") || strings.Contains(logs, "authorization.error") {
 		t.Errorf("the provider logged an error:\n%s", logs)

@@ -10,7 +10,7 @@
 //                     [--rotate-registration-access-token true|false]
 //                     [--logout auto|form] [--id-token-scope-claims]
 //                     [--backchannel-logout] [--require-par] [--dpop-nonce]
-//                     [--require-request-objects]
+//                     [--require-request-objects] [--auth-methods M,M...] [--encryption]
 //
 // Every flag can also be given through the environment as OP_<FLAG> with the
 // flag name upper-cased and dashes turned into underscores (for example
@@ -55,6 +55,24 @@
 //                             each one whose claims are checked is logged on stderr as
 //                             "request_object: route=R client=ID alg=A typ=T kid=K".
 //                             Default: off.
+//   --auth-methods M,M...     The client authentication methods the provider supports
+//                             and advertises (token_endpoint_auth_methods_supported),
+//                             comma-separated. Default: client_secret_basic,
+//                             client_secret_post, client_secret_jwt, private_key_jwt, none
+//                             (oidc-provider's own default). Every client assertion the
+//                             provider verifies (private_key_jwt, client_secret_jwt) is
+//                             logged on stderr as "client_assertion: route=R client=ID
+//                             alg=A kid=K aud=AUD".
+//   --encryption              Enable encrypted responses (features.encryption, and
+//                             features.jwtUserinfo for userinfo): discovery lists
+//                             id_token_encryption_* and userinfo_encryption_* values, and a client that registered
+//                             id_token_encrypted_response_alg (userinfo_...) gets its ID
+//                             tokens (userinfo responses) as JWEs encrypted to a key of
+//                             its registered jwks. Default: off.
+//
+// Registrations and RFC 7592 updates that succeed are logged on stderr as
+// "client_saved: route=registration|client_update client=ID auth=METHOD kids=K1,K2"
+// (kids of the registered jwks, "-" when none).
 //
 // Output: exactly one line on stdout, "READY <issuer>", once the server listens.
 // Everything else (errors, one line per login/consent, provider notices) goes to
@@ -136,6 +154,8 @@ const FLAGS = {
   'require-par': { type: 'boolean', default: false },
   'dpop-nonce': { type: 'boolean', default: false },
   'require-request-objects': { type: 'boolean', default: false },
+  'auth-methods': { type: 'string', default: 'client_secret_basic,client_secret_post,client_secret_jwt,private_key_jwt,none' },
+  encryption: { type: 'boolean', default: false },
 };
 
 function fail(msg) {
@@ -182,6 +202,12 @@ function readConfig() {
   }
   if (!['auto', 'form'].includes(values.logout)) fail(`--logout must be auto or form, got ${values.logout}`);
 
+  const authMethods = values['auth-methods'].split(',').map((m) => m.trim()).filter(Boolean);
+  const knownMethods = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'];
+  if (!authMethods.length || authMethods.some((m) => !knownMethods.includes(m))) {
+    fail(`--auth-methods must list some of ${knownMethods.join(',')}, got ${values['auth-methods']}`);
+  }
+
   const port = int('port', 0);
   if (port > 65535) fail('--port must be <= 65535');
 
@@ -201,6 +227,8 @@ function readConfig() {
     requirePAR: bool('require-par'),
     dpopNonce: bool('dpop-nonce'),
     requireRequestObjects: bool('require-request-objects'),
+    authMethods,
+    encryption: bool('encryption'),
   };
 }
 
@@ -261,10 +289,15 @@ function buildProvider(issuer) {
       application_type: 'web',
       grant_types: ['authorization_code'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'client_secret_basic',
+      token_endpoint_auth_method: cfg.authMethods.includes('client_secret_basic') ? 'client_secret_basic' : cfg.authMethods[0],
       id_token_signed_response_alg: 'RS256',
     },
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'],
+    clientAuthMethods: cfg.authMethods,
+    // Not a FAPI profile: the default checks nothing more; log the client
+    // assertion, once verified, so tests can see it was used.
+    async assertJwtClientAuthClaimsAndHeader(ctx, claims, header, client) {
+      console.error(`client_assertion: route=${ctx.oidc.route} client=${client.clientId} alg=${header.alg} kid=${header.kid} aud=${claims.aud}`);
+    },
 
     // S256 is the only method oidc-provider 9 implements; make it mandatory for every client.
     pkce: { required: () => true },
@@ -342,6 +375,10 @@ function buildProvider(issuer) {
           console.error(`request_object: route=${ctx.oidc.route} client=${client.clientId} alg=${header.alg} typ=${header.typ} kid=${header.kid}`);
         },
       },
+      encryption: { enabled: cfg.encryption },
+      // JWT userinfo responses (signed and/or encrypted as registered);
+      // oidc-provider advertises userinfo encryption only with it.
+      jwtUserinfo: { enabled: cfg.encryption },
       userinfo: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: false },
@@ -361,6 +398,11 @@ function buildProvider(issuer) {
         ctx.redirect(`${cfg.prefix}/session/end/auto?xsrf=${encodeURIComponent(secret)}`);
       }
       return;
+    }
+
+    if (ctx.body?.client_id && ((route === 'registration' && ctx.status === 201) || (route === 'client_update' && ctx.status === 200))) {
+      const kids = (ctx.body.jwks?.keys || []).map((k) => k.kid).join(',') || '-';
+      console.error(`client_saved: route=${route} client=${ctx.body.client_id} auth=${ctx.body.token_endpoint_auth_method} kids=${kids}`);
     }
 
     if (cfg.secretLifetime > 0 && ctx.body?.client_secret

@@ -564,11 +564,16 @@ func sleepUntil(t *testing.T, when time.Time, why string) {
 }
 
 // ---------------------------------------------------------------------------
-// 1. Open registration, client_secret_basic.
+// 1. Open registration, client_secret_basic: the RP's pick at a provider
+// that takes no private_key_jwt (keyauth_test.go covers the one that does).
+
+// secretMethods are the client authentication methods of a provider that
+// takes client secrets only.
+var secretMethods = []string{"client_secret_basic", "client_secret_post", "none"}
 
 func TestRPLoginOpenRegistrationClientSecretBasic(t *testing.T) {
 	t.Parallel()
-	op := interop.Start(t, interop.Options{})
+	op := interop.Start(t, interop.Options{AuthMethods: secretMethods})
 	a := newApp(t, op, nil)
 	b := newBrowser(t)
 
@@ -593,8 +598,8 @@ func TestRPLoginOpenRegistrationClientSecretBasic(t *testing.T) {
 	if clientID == "" || str(creds, "client_id") != clientID {
 		t.Fatalf("rp client_id %q, stored client_id %q", clientID, str(creds, "client_id"))
 	}
-	if m := storedAuthMethod(creds); m != "client_secret_basic" {
-		t.Errorf("registered token_endpoint_auth_method = %q, want client_secret_basic", m)
+	if m := storedAuthMethod(creds); m != "client_secret_basic" || a.rp.Status().AuthMethod != m {
+		t.Errorf("registered token_endpoint_auth_method = %q, Status().AuthMethod %q, want client_secret_basic", m, a.rp.Status().AuthMethod)
 	}
 	if str(creds, "client_secret") == "" || str(creds, "registration_access_token") == "" || str(creds, "registration_client_uri") == "" {
 		t.Errorf("stored credentials lack the secret or the RFC 7592 credentials: %v", slices.Sorted(maps.Keys(creds)))
@@ -1088,6 +1093,9 @@ func TestRPClientSecretRenewal(t *testing.T) {
 	const lifetime = 6 * time.Second
 	op := interop.Start(t, interop.Options{SecretLifetime: lifetime})
 
+	// A client with a secret: private_key_jwt, the default here, has none.
+	withSecret := func(c *oidcrp.Config) { c.Metadata.TokenEndpointAuthMethod = "client_secret_basic" }
+
 	// firstLogin signs in once and returns the stored credentials and the
 	// original secret's expiry.
 	firstLogin := func(t *testing.T, a *app) (map[string]any, time.Time) {
@@ -1143,7 +1151,7 @@ func TestRPClientSecretRenewal(t *testing.T) {
 	// Logins at the half-life and after the original expiry.
 	t.Run("HalfLife", func(t *testing.T) {
 		t.Parallel()
-		a := newApp(t, op, nil)
+		a := newApp(t, op, withSecret)
 		first, exp1 := firstLogin(t, a)
 
 		// RenewBefore (5 min) exceeds the lifetime, so the RP renews at half
@@ -1168,7 +1176,7 @@ func TestRPClientSecretRenewal(t *testing.T) {
 	// renews an already expired secret.
 	t.Run("IdlePastExpiry", func(t *testing.T) {
 		t.Parallel()
-		a := newApp(t, op, nil)
+		a := newApp(t, op, withSecret)
 		first, exp1 := firstLogin(t, a)
 		sleepUntil(t, exp1.Add(500*time.Millisecond), "past the secret's expiry, without any request")
 		if status, code := tokenProbe(t, a.endpoint("token_endpoint"), a.URL+callbackPath, str(first, "client_id"), str(first, "client_secret")); code != "invalid_client" {
@@ -1213,48 +1221,72 @@ func TestRPIssuerWithPath(t *testing.T) {
 
 // The provider forgets the client after it issued the code: the token
 // endpoint answers invalid_client, and the RP restarts the login once with a
-// new registration instead of showing an error.
+// new registration instead of showing an error. A client authenticating
+// with private_key_jwt first tries its assertion once more with the issuer
+// as audience (which some providers want), then concludes the same.
 func TestRPProviderForgetsClientDuringLogin(t *testing.T) {
 	t.Parallel()
-	op := interop.Start(t, interop.Options{})
-	a := newApp(t, op, nil)
-	b := newBrowser(t)
+	for _, method := range []string{"client_secret_basic", "private_key_jwt"} {
+		t.Run(method, func(t *testing.T) {
+			t.Parallel()
+			op := interop.Start(t, interop.Options{})
+			a := newApp(t, op, func(c *oidcrp.Config) { c.Metadata.TokenEndpointAuthMethod = method })
+			b := newBrowser(t)
 
-	// Step through the provider until it sends the browser to the callback.
-	req := b.request(http.MethodGet, a.URL+"/deep", nil)
-	var callback string
-	for range 10 {
-		p := b.send(req)
-		loc, err := req.URL.Parse(p.header.Get("Location"))
-		if err != nil || p.header.Get("Location") == "" {
-			t.Fatalf("%s: status %d without a redirect", req.URL, p.status)
-		}
-		if strings.HasPrefix(loc.String(), a.URL+callbackPath+"?") {
-			callback = loc.String()
-			break
-		}
-		req = b.request(http.MethodGet, loc.String(), nil)
-	}
-	if callback == "" {
-		t.Fatal("the provider never redirected to the callback")
-	}
-	oldClient := a.rp.Status().ClientID
+			// Step through the provider until it sends the browser to the callback.
+			req := b.request(http.MethodGet, a.URL+"/deep", nil)
+			var callback string
+			for range 10 {
+				p := b.send(req)
+				loc, err := req.URL.Parse(p.header.Get("Location"))
+				if err != nil || p.header.Get("Location") == "" {
+					t.Fatalf("%s: status %d without a redirect", req.URL, p.status)
+				}
+				if strings.HasPrefix(loc.String(), a.URL+callbackPath+"?") {
+					callback = loc.String()
+					break
+				}
+				req = b.request(http.MethodGet, loc.String(), nil)
+			}
+			if callback == "" {
+				t.Fatal("the provider never redirected to the callback")
+			}
+			oldClient := a.rp.Status().ClientID
 
-	op.Restart(t)
-	p := b.navigate(callback)
-	a.expectSignedIn(p, "/deep")
-	if !p.passed(a.endpoint("authorization_endpoint")+"?") || !p.passed(op.InteractionURLPrefix) {
-		t.Errorf("the login was not restarted at the provider: %v", p.hops)
-	}
-	if c := a.rp.Status().ClientID; c == oldClient || c == "" {
-		t.Errorf("client_id %q → %q, want a new one", oldClient, c)
-	}
-	ex := a.codeExchanges()
-	if len(ex) != 2 || ex[0].status != http.StatusUnauthorized || !strings.Contains(ex[0].respBody, "invalid_client") || ex[1].status != http.StatusOK {
-		t.Errorf("code exchanges: %d, want the first refused with 401 invalid_client and the second accepted", len(ex))
-	}
-	if n := len(a.registrations()); n != 2 {
-		t.Errorf("%d registrations, want 2", n)
+			op.Restart(t)
+			p := b.navigate(callback)
+			a.expectSignedIn(p, "/deep")
+			if !p.passed(a.endpoint("authorization_endpoint")+"?") || !p.passed(op.InteractionURLPrefix) {
+				t.Errorf("the login was not restarted at the provider: %v", p.hops)
+			}
+			if c := a.rp.Status().ClientID; c == oldClient || c == "" {
+				t.Errorf("client_id %q → %q, want a new one", oldClient, c)
+			}
+			if m := a.rp.Status().AuthMethod; m != method {
+				t.Errorf("Status().AuthMethod = %q, want %q", m, method)
+			}
+			ex := a.codeExchanges()
+			refused := 1
+			if method == "private_key_jwt" {
+				refused = 2
+			}
+			ok := len(ex) == refused+1 && ex[refused].status == http.StatusOK
+			for _, c := range ex[:min(refused, len(ex))] {
+				ok = ok && c.status == http.StatusUnauthorized && strings.Contains(c.respBody, "invalid_client")
+			}
+			if !ok {
+				t.Fatalf("code exchanges: %d, want %d refused with 401 invalid_client, then one accepted", len(ex), refused)
+			}
+			if method == "private_key_jwt" {
+				aud := func(c providerCall) any { return jwtPart(t, c.form().Get("client_assertion"), 1)["aud"] }
+				if aud(ex[0]) != a.endpoint("token_endpoint") || aud(ex[1]) != op.Issuer || aud(ex[2]) != a.endpoint("token_endpoint") {
+					t.Errorf("assertion audiences %v, %v, %v; want the token endpoint, the issuer, the token endpoint", aud(ex[0]), aud(ex[1]), aud(ex[2]))
+				}
+			}
+			if n := len(a.registrations()); n != 2 {
+				t.Errorf("%d registrations, want 2", n)
+			}
+		})
 	}
 }
 
@@ -1432,7 +1464,9 @@ func TestRPSharedStoreRotatedRegistrationToken(t *testing.T) {
 func TestRPDecommission(t *testing.T) {
 	t.Parallel()
 	op := interop.Start(t, interop.Options{})
-	a := newApp(t, op, nil)
+	// The probe below authenticates with the secret; keyauth_test.go
+	// decommissions a private_key_jwt client.
+	a := newApp(t, op, func(c *oidcrp.Config) { c.Metadata.TokenEndpointAuthMethod = "client_secret_basic" })
 	a.expectSignedIn(newBrowser(t).navigate(a.URL+"/"), "/")
 	raw, err := a.store.Load(context.Background(), "oidcrp:client")
 	if err != nil {
