@@ -335,3 +335,75 @@ func TestServedJWKS(t *testing.T) {
 		t.Errorf("%d fetches: the provider never saw the new key", n)
 	}
 }
+
+// TestKeyClientLifecycle: with private_key_jwt, replicas starting at once
+// register once with one key; a client the provider forgot is registered
+// again with the stored key; Decommission deletes the registration, the
+// credentials and the keys.
+func TestKeyClientLifecycle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, devop.Options{AuthMethods: jwtAuth}, Config{})
+	replicas := []*RP{e.rp}
+	for range 4 {
+		replicas = append(replicas, e.newRP(Config{Store: e.rp.cfg.Store}))
+	}
+	var wg sync.WaitGroup
+	for _, rp := range replicas {
+		wg.Go(func() {
+			if err := rp.Ready(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if st := e.op.Stats(); st.Registration != 1 {
+		t.Fatalf("%d registrations, want 1", st.Registration)
+	}
+	kid := opKids(t, e.op)
+	var set storedKeys
+	if err := json.Unmarshal([]byte(storedKeySet(t, e.rp)), &set); err != nil || len(set.Keys) != 1 || len(kid) != 1 || set.Keys[0].JWK.KeyID != kid[0] {
+		t.Fatalf("stored keys %v, registered %v", err, kid)
+	}
+	e.login("/")
+
+	// The provider forgets the client between its authorization answer and
+	// the token request: the token endpoint says invalid_client.
+	e.browser.Jar, _ = cookiejar.New(nil)
+	resp := e.get(e.app.URL+"/again", html)
+	resp.Body.Close()
+	resp = e.get(resp.Header.Get("Location"), html)
+	resp.Body.Close()
+	e.op.ForgetClients()
+	hops := e.follow(e.get(resp.Header.Get("Location"), html))
+	last := hops[len(hops)-1]
+	last.Body.Close()
+	if last.StatusCode != http.StatusOK {
+		t.Fatalf("after the provider forgot the client: %d\n%s", last.StatusCode, e.logs)
+	}
+	if st := e.op.Stats(); st.Registration != 2 {
+		t.Errorf("%d registrations, want 2", st.Registration)
+	}
+	if got := opKids(t, e.op); !slices.Equal(got, kid) {
+		t.Errorf("registered again with %v, want the stored %v", got, kid)
+	}
+	if k := lastKid(t, e.op); k != kid[0] {
+		t.Errorf("signed with %s", k)
+	}
+
+	if err := e.rp.Decommission(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.op.Clients()); n != 0 {
+		t.Errorf("%d clients left", n)
+	}
+	for _, key := range []string{e.rp.cfg.StoreKey, e.rp.cfg.StoreKey + "#keys"} {
+		if _, err := e.rp.cfg.Store.Load(context.Background(), key); err != ErrNotFound {
+			t.Errorf("%s after Decommission: %v", key, err)
+		}
+	}
+	// The next login registers anew, with a new key.
+	e.relogin()
+	if got := opKids(t, e.op); len(got) != 1 || got[0] == kid[0] {
+		t.Errorf("registered after Decommission with %v", got)
+	}
+}
