@@ -247,9 +247,11 @@ func (m *keyManager) published(k *rpKey, creds *credentials) bool {
 }
 
 // signingKey returns the key to sign with alg for the client holding
-// creds: the newest published one, else the newest, or nil.
+// creds: the newest published one, else the oldest (the one the provider
+// most likely knows: a served set's first key is fetched at once, and
+// keyPublishLead matters only for a successor), or nil.
 func (m *keyManager) signingKey(alg string, creds *credentials) *rpKey {
-	var newest *rpKey
+	var oldest *rpKey
 	for _, k := range m.all() {
 		if k.use != "sig" || k.alg != alg {
 			continue
@@ -257,11 +259,9 @@ func (m *keyManager) signingKey(alg string, creds *credentials) *rpKey {
 		if m.published(k, creds) {
 			return k
 		}
-		if newest == nil {
-			newest = k
-		}
+		oldest = k
 	}
-	return newest
+	return oldest
 }
 
 // decryptionKeys returns the encryption keys, newest first, retired ones

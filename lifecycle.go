@@ -912,7 +912,8 @@ func (l *lifecycle) adopt(c *client, creds *credentials) bool {
 }
 
 // decommission deletes the client registration at the provider (RFC 7592
-// §2.3), superseded ones, and the stored credentials.
+// §2.3), superseded ones, the stored credentials and the relying party's
+// stored keys.
 func (l *lifecycle) decommission(ctx context.Context) error {
 	if l.cfg.ClientID != "" {
 		return errors.New("oidcrp: a client configured by hand cannot be decommissioned")
@@ -943,6 +944,11 @@ func (l *lifecycle) decommission(ctx context.Context) error {
 		return fmt.Errorf("oidcrp: decommission: %w", err)
 	}
 	_ = l.cfg.Store.Delete(ctx, l.urisKey()) // the replicas' URIs went with the registration
+	// The keys were registered with the client: no one is to use them again.
+	if err := l.cfg.Store.Delete(ctx, l.keys.key); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("oidcrp: decommission: delete the relying party's keys: %w", err)
+	}
+	l.keys.remember(nil)
 	l.cur.Store(nil)
 	return remoteErr
 }

@@ -512,8 +512,9 @@ func (rp *RP) Status() Status {
 }
 
 // Decommission deletes the client registration at the provider (RFC 7592
-// §2.3), registrations it superseded, and the stored credentials, so nothing
-// is left behind; the next request that needs a login registers anew. A
+// §2.3), registrations it superseded, the stored credentials and the relying
+// party's stored keys (registered with the client, so of no further use), so
+// nothing is left behind; the next request that needs a login registers anew. A
 // registration without a client configuration endpoint cannot be deleted at
 // the provider: its credentials are still removed from the store, and the
 // error says so.

@@ -26,7 +26,7 @@ var requestObjectClaims = []string{"iss", "aud", "exp", "nbf", "iat", "jti"}
 // unpackRequestObject verifies the request object in q (RFC 9101 §6.3) and
 // returns the authorization request parameters it carries, with q's
 // client_id. The client is the one q names; the signature must verify with
-// a key of its registered jwks (ES256 or RS256); typ must be
+// a key of its registered jwks or jwks_uri (ES256 or RS256); typ must be
 // oauth-authz-req+jwt; iss must be the client, aud this issuer; exp must be
 // in the future and nbf, when present, not in it; a client_id claim must
 // match; response_type and scope sent outside must match those inside.
@@ -36,17 +36,13 @@ func (p *Provider) unpackRequestObject(q url.Values) (url.Values, error) {
 	}
 	clientID := q.Get("client_id")
 	p.mu.Lock()
-	var jwks any
-	if c := p.clients[clientID]; c != nil {
-		jwks = deepCopy(c.metadata["jwks"])
+	var c client
+	if stored := p.clients[clientID]; stored != nil {
+		c = *stored
 	}
 	p.mu.Unlock()
-	if jwks == nil {
+	if c.metadata["jwks"] == nil && c.metadata["jwks_uri"] == nil {
 		return nil, fmt.Errorf("client %q has no registered jwks", clientID)
-	}
-	var set jose.JSONWebKeySet
-	if b, err := json.Marshal(jwks); err != nil || json.Unmarshal(b, &set) != nil {
-		return nil, errors.New("the client's registered jwks is unusable")
 	}
 	jws, err := jose.ParseSignedCompact(q.Get("request"), []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
@@ -59,18 +55,10 @@ func (p *Provider) unpackRequestObject(q url.Values) (url.Values, error) {
 	if typ, _ := h.ExtraHeaders["typ"].(string); typ != "oauth-authz-req+jwt" {
 		return nil, fmt.Errorf("typ %q, want oauth-authz-req+jwt", typ)
 	}
-	var payload []byte
-	for _, k := range set.Keys {
-		if (h.KeyID == "" || k.KeyID == h.KeyID) && k.IsPublic() {
-			if payload, err = jws.Verify(k.Key); err == nil {
-				break
-			}
-			payload = nil
-		}
+	if err := p.verifyWithClientKeys(jws, &c); err != nil {
+		return nil, err
 	}
-	if payload == nil {
-		return nil, errors.New("the signature does not verify with the client's registered keys")
-	}
+	payload := jws.UnsafePayloadWithoutVerification() // verified
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	var claims map[string]any

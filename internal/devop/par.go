@@ -47,7 +47,7 @@ func (p *Provider) handlePAR(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if terr == nil {
-		c, basic, terr = p.authenticateClient(r, form)
+		c, basic, terr = p.authenticateClient(r, form, "par")
 	}
 	checked := form // the parameters checked: those of the request object, when there is one
 	if terr == nil && form.Has("request") && p.requestObjectsServed() {
@@ -76,6 +76,8 @@ func (p *Provider) handlePAR(w http.ResponseWriter, r *http.Request) {
 		uri := parURNPrefix + randomToken(24)
 		params := cloneValues(form)
 		params.Del("client_secret")
+		params.Del("client_assertion")
+		params.Del("client_assertion_type")
 		now := p.now()
 		p.mu.Lock()
 		for k, v := range p.pushed {

@@ -36,10 +36,13 @@
 //	/end_session                       RP-initiated logout
 //	/revoke                            token revocation (RFC 7009)
 //
-// Only client_secret_basic, client_secret_post and none are implemented at the
-// token endpoint. Other methods may be advertised through
-// [Options.AuthMethods] (for discovery tests) and registered, but such
-// clients fail client authentication with invalid_client.
+// Clients authenticate (at the token, PAR and revocation endpoints) with
+// client_secret_basic, client_secret_post, none, client_secret_jwt or
+// private_key_jwt (RFC 7523, with the client's registered jwks or the set at
+// its jwks_uri); the JWT methods must be listed in [Options.AuthMethods] to
+// be registered. Other methods may be advertised through [Options.AuthMethods]
+// (for discovery tests) and registered, but such clients fail client
+// authentication with invalid_client.
 package devop
 
 import (
@@ -117,6 +120,20 @@ type Options struct {
 	// AuthMethods is token_endpoint_auth_methods_supported. The default is
 	// client_secret_basic, client_secret_post and none.
 	AuthMethods []string
+
+	// AssertionIssuerAudienceOnly accepts client assertions (RFC 7523)
+	// only when their aud names the issuer, not the token endpoint, as some
+	// providers do.
+	AssertionIssuerAudienceOnly bool
+
+	// RefuseKeyChanges makes RFC 7592 updates that change a client's jwks
+	// fail with invalid_client_metadata, as by a provider that will not take
+	// a client's new keys. [Provider.SetRefuseKeyChanges] changes it later.
+	RefuseKeyChanges bool
+
+	// HTTPClient fetches the key sets of clients registered with jwks_uri.
+	// Default: http.DefaultClient.
+	HTTPClient *http.Client
 
 	// ForceAuthMethod, when set, replaces whatever token_endpoint_auth_method
 	// the client asked for at registration (without checking it against
@@ -274,6 +291,8 @@ type Stats struct {
 	Revocation          int // revocation requests (RFC 7009)
 	DPoPProofs          int // DPoP proofs accepted (RFC 9449; [Options.DPoP])
 	DPoPNonceChallenges int // use_dpop_nonce answers ([Options.DPoPNonce])
+	ClientAssertions    int // client assertions accepted (private_key_jwt, client_secret_jwt)
+	JWKSFetches         int // fetches of a client's jwks_uri
 }
 
 // Client is a registered client as the provider stores it.
@@ -329,6 +348,11 @@ type Provider struct {
 	stats     Stats
 	dpopNonce string // the current DPoP nonce (Options.DPoPNonce)
 
+	assertions       []Assertion           // accepted client assertions
+	jtis             map[string]time.Time  // client_id and jti of accepted assertions → their exp
+	jwksCache        map[string]cachedJWKS // jwks_uri → the set fetched
+	refuseKeyChanges bool
+
 	lastAuthorize   url.Values
 	lastTokenForm   url.Values
 	lastTokenHeader http.Header
@@ -383,6 +407,10 @@ func New(opts Options) *Provider {
 		refresh:  map[string]*refreshToken{},
 		sessions: map[string]*session{},
 		pushed:   map[string]*pushedRequest{},
+
+		jtis:             map[string]time.Time{},
+		jwksCache:        map[string]cachedJWKS{},
+		refuseKeyChanges: opts.RefuseKeyChanges,
 	}
 }
 
@@ -520,6 +548,10 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	if p.opts.RequireRequestObjects {
 		doc["require_signed_request_object"] = true
 	}
+	jwtAuth := slices.ContainsFunc(p.opts.AuthMethods, jwtMethod)
+	if jwtAuth {
+		doc["token_endpoint_auth_signing_alg_values_supported"] = slices.Clone(assertionAlgs)
+	}
 	if p.opts.DPoP {
 		doc["dpop_signing_alg_values_supported"] = []string{"ES256"}
 	}
@@ -527,6 +559,9 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	if !p.opts.NoRevocation {
 		doc["revocation_endpoint"] = issuer + "/revoke"
 		doc["revocation_endpoint_auth_methods_supported"] = slices.Clone(p.opts.AuthMethods)
+		if jwtAuth {
+			doc["revocation_endpoint_auth_signing_alg_values_supported"] = slices.Clone(assertionAlgs)
+		}
 	}
 	if p.opts.Discovery != nil {
 		p.opts.Discovery(doc)

@@ -9,9 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // client is the stored form of a registered client. Its slices and metadata
@@ -186,6 +189,9 @@ func (p *Provider) parseMetadata(req map[string]any) (*metadata, *metadataError)
 			return nil, invalidMetadata("jwks and jwks_uri must not both be present")
 		}
 	}
+	if merr := checkKeyMetadata(all, method); merr != nil {
+		return nil, merr
+	}
 	if v, present := all["application_type"]; present && v != "web" && v != "native" {
 		return nil, invalidMetadata("application_type must be \"web\" or \"native\"")
 	}
@@ -348,7 +354,7 @@ func (p *Provider) handleRegister(w http.ResponseWriter, r *http.Request) {
 		regToken:       randomToken(32),
 		metadata:       md.all,
 	}
-	if c.authMethod != "none" {
+	if c.authMethod != "none" && c.authMethod != "private_key_jwt" {
 		c.secret, c.secretExpiresAt = p.newSecret(now)
 	}
 	p.mu.Lock()
@@ -462,6 +468,9 @@ func (p *Provider) updateClientLocked(c *client, req map[string]any, bodyStatus 
 	if merr != nil {
 		return nil, http.StatusBadRequest, merr
 	}
+	if p.refuseKeyChanges && !reflect.DeepEqual(md.all["jwks"], c.metadata["jwks"]) {
+		return nil, http.StatusBadRequest, invalidMetadata("this provider does not take new keys for a registered client")
+	}
 	now := p.now()
 	c.metadata = md.all
 	c.redirectURIs = md.redirectURIs
@@ -469,7 +478,7 @@ func (p *Provider) updateClientLocked(c *client, req map[string]any, bodyStatus 
 	c.grantTypes = md.grantTypes
 	c.authMethod = md.authMethod
 	switch {
-	case md.authMethod == "none":
+	case md.authMethod == "none" || md.authMethod == "private_key_jwt":
 		c.secret, c.secretExpiresAt = "", time.Time{}
 	case c.secret == "" || c.secretExpired(now) || p.opts.SecretLifetime != 0:
 		c.secret, c.secretExpiresAt = p.newSecret(now)
@@ -504,4 +513,38 @@ func (p *Provider) deleteClientLocked(id string) {
 			delete(p.refresh, k)
 		}
 	}
+}
+
+// checkKeyMetadata checks the key-related metadata of a client registering
+// for method: jwks must be a JWK Set of public keys; private_key_jwt needs
+// jwks or jwks_uri; token_endpoint_auth_signing_alg must be one the
+// provider takes, and an HMAC algorithm exactly for client_secret_jwt.
+func checkKeyMetadata(all map[string]any, method string) *metadataError {
+	if v, present := all["jwks"]; present {
+		var set jose.JSONWebKeySet
+		b, err := json.Marshal(v)
+		if err != nil || json.Unmarshal(b, &set) != nil {
+			return invalidMetadata("jwks is not a JWK Set")
+		}
+		for _, k := range set.Keys {
+			if !k.IsPublic() || !k.Valid() {
+				return invalidMetadata("jwks must hold public keys only")
+			}
+		}
+	}
+	_, hasJWKS := all["jwks"]
+	_, hasURI := all["jwks_uri"]
+	if method == "private_key_jwt" && !hasJWKS && !hasURI {
+		return invalidMetadata("private_key_jwt requires jwks or jwks_uri")
+	}
+	if v, present := all["token_endpoint_auth_signing_alg"]; present {
+		alg, _ := v.(string)
+		if !slices.Contains(assertionAlgs, alg) {
+			return invalidMetadata("token_endpoint_auth_signing_alg %q is not supported (supported: %s)", alg, strings.Join(assertionAlgs, ", "))
+		}
+		if jwtMethod(method) && strings.HasPrefix(alg, "HS") != (method == "client_secret_jwt") {
+			return invalidMetadata("token_endpoint_auth_signing_alg %q does not suit %s", alg, method)
+		}
+	}
+	return nil
 }

@@ -83,7 +83,7 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	c, basic, terr := p.authenticateClient(r, form)
+	c, basic, terr := p.authenticateClient(r, form, "token")
 	var jkt string
 	if terr == nil {
 		jkt, terr = p.tokenDPoP(w, r)
@@ -109,14 +109,22 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // authenticateClient authenticates the client with the method it
-// registered. It returns a copy of the client and whether HTTP Basic was used.
-func (p *Provider) authenticateClient(r *http.Request, form url.Values) (client, bool, *tokenError) {
+// registered, at endpoint ("token", "par" or "revocation"). It returns a
+// copy of the client and whether HTTP Basic was used.
+func (p *Provider) authenticateClient(r *http.Request, form url.Values, endpoint string) (client, bool, *tokenError) {
 	unauthorized := func(description string) *tokenError {
 		return &tokenError{http.StatusUnauthorized, "invalid_client", description}
 	}
 	user, pass, basic := r.BasicAuth()
 	if r.Header.Get("Authorization") != "" && !basic {
 		return client{}, false, unauthorized("only HTTP Basic client authentication is accepted in the Authorization header")
+	}
+	if form.Has("client_assertion") || form.Has("client_assertion_type") {
+		if basic {
+			return client{}, true, &tokenError{http.StatusBadRequest, "invalid_request", "use only one client authentication method"}
+		}
+		c, terr := p.verifyAssertion(form, endpoint)
+		return c, false, terr
 	}
 	var id, secret, method string
 	switch {
@@ -419,7 +427,7 @@ func (p *Provider) handleRevocation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
 		return
 	}
-	c, basic, terr := p.authenticateClient(r, r.PostForm)
+	c, basic, terr := p.authenticateClient(r, r.PostForm, "revocation")
 	if terr != nil {
 		if terr.status == http.StatusUnauthorized && basic {
 			w.Header().Set("WWW-Authenticate", `Basic realm="devop"`)
