@@ -11,7 +11,7 @@ import (
 
 // Signed request objects (RFC 9101, JAR; OIDC Core §6.1): the authorization
 // request's parameters go into a JWT signed with the relying party's own
-// key (rpkeys.go), sent as the request parameter with client_id, and
+// key (keys.go), sent as the request parameter with client_id, and
 // response_type and scope repeated outside as OpenID Connect requires. With
 // PAR the request object is pushed. The key's public half is registered
 // inline (jwks) with request_object_signing_alg.

@@ -162,9 +162,7 @@ type Config struct {
 	// (and response_type and scope repeated, as OpenID Connect requires);
 	// with PAR the request object is pushed. The key (ES256, or RS256 for a
 	// provider whose request_object_signing_alg_values_supported lacks
-	// ES256) is generated on first use and kept, private part included, in
-	// the Store under "oidcrp:signing-keys", shared by replicas; its public
-	// half is registered inline (jwks) with request_object_signing_alg.
+	// ES256; see SigningKey) is registered with request_object_signing_alg.
 	// Default: request objects are used only when the provider requires them
 	// (require_signed_request_object, in discovery or in the registration).
 	RequestObjects bool
@@ -176,9 +174,9 @@ type Config struct {
 	// encrypts userinfo (ECDH-ES, else RSA-OAEP-256, else RSA-OAEP; A256GCM,
 	// else A128CBC-HS256). Responses are decrypted, then their signature is
 	// verified as for plain ones. A provider that can encrypt ID tokens with
-	// none of these fails the setup. Default: responses are decrypted when
-	// the registration (Metadata.Extra, or the provider) asks for
-	// encryption.
+	// none of these fails the setup. Default: responses are encrypted only
+	// when Metadata.Extra asks for it (id_token_encrypted_response_alg…),
+	// with a key the relying party generates for it.
 	EncryptedResponses bool
 
 	// SigningKey, when set, is the relying party's signing key, for

@@ -87,7 +87,7 @@ func run(args []string) error {
 		if *issuer != "" {
 			return *issuer, nil
 		}
-		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: *iat})
+		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: *iat, AuthMethods: devop.AllAuthMethods})
 		if err != nil {
 			return "", fmt.Errorf("start development provider: %w", err)
 		}

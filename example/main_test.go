@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -8,10 +9,13 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oidcrp/oidcrp"
 )
 
 // start runs the example with args on a free loopback address and returns
@@ -162,5 +166,43 @@ func TestExampleTenants(t *testing.T) {
 	acme, globex := b.signIn(base+"/t/acme/me"), b.signIn(base+"/t/globex/me")
 	if acme.Sub != "demo-user" || globex.Sub != "demo-user" || acme.Iss == globex.Iss {
 		t.Errorf("tenants signed in as %+v and %+v, want two providers", acme, globex)
+	}
+}
+
+// TestExampleAuthMethod: out of the box the example registers at its
+// embedded provider with private_key_jwt, and the store holds no client
+// secret; -auth-method (or OIDC_AUTH_METHOD) forces another method.
+func TestExampleAuthMethod(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		method     string
+		withSecret bool
+	}{
+		{nil, "private_key_jwt", false},
+		{[]string{"-auth-method", "client_secret_post"}, "client_secret_post", true},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "oidc.json")
+			base := start(t, append([]string{"-store", "file:" + path}, tc.args...)...)
+			if m := newBrowser(t).signIn(base + "/me"); m.Sub != "demo-user" {
+				t.Fatalf("signed in as %+v", m)
+			}
+			raw, err := oidcrp.NewFileStore(path).Load(context.Background(), "oidcrp:client")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stored struct {
+				ClientSecret string `json:"client_secret"`
+				Metadata     struct {
+					Method string `json:"token_endpoint_auth_method"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(raw, &stored); err != nil {
+				t.Fatal(err)
+			}
+			if stored.Metadata.Method != tc.method || (stored.ClientSecret != "") != tc.withSecret {
+				t.Errorf("stored method %q, secret stored %v; want %q, %v", stored.Metadata.Method, stored.ClientSecret != "", tc.method, tc.withSecret)
+			}
+		})
 	}
 }

@@ -252,7 +252,7 @@ func run(args []string, stderr io.Writer) error {
 		return err
 	}
 	if c.dev {
-		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: c.initialAccessToken})
+		op, stop, err := devop.Start("127.0.0.1:0", "", devop.Options{InitialAccessToken: c.initialAccessToken, AuthMethods: devop.AllAuthMethods})
 		if err != nil {
 			return fmt.Errorf("start the development provider: %v", err)
 		}

@@ -75,6 +75,10 @@ const (
 	maxBodyBytes    = 64 << 10
 )
 
+// AllAuthMethods are the token endpoint authentication methods devop
+// implements, private_key_jwt first, for a provider that offers them all.
+var AllAuthMethods = []string{"private_key_jwt", "client_secret_basic", "client_secret_post", "client_secret_jwt", "none"}
+
 // Options configures a Provider. The zero value is a working provider that
 // shows a one-click sign-in page.
 type Options struct {
@@ -118,7 +122,8 @@ type Options struct {
 	Claims map[string]any
 
 	// AuthMethods is token_endpoint_auth_methods_supported. The default is
-	// client_secret_basic, client_secret_post and none.
+	// client_secret_basic, client_secret_post and none; [AllAuthMethods]
+	// offers every method devop implements.
 	AuthMethods []string
 
 	// AssertionIssuerAudienceOnly accepts client assertions (RFC 7523)
