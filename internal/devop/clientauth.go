@@ -89,14 +89,8 @@ func (p *Provider) verifyAssertion(form url.Values, endpoint string) (client, *t
 	if id := form.Get("client_id"); id != "" && id != iss {
 		return client{}, unauthorized("client_id does not match the assertion's iss")
 	}
-	p.mu.Lock()
-	stored := p.clients[iss]
-	var c client
-	if stored != nil {
-		c = *stored
-	}
-	p.mu.Unlock()
-	if stored == nil {
+	c, ok := p.clientCopy(iss)
+	if !ok {
 		return client{}, unauthorized("unknown client")
 	}
 	method := "private_key_jwt"

@@ -108,6 +108,16 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// clientCopy returns a copy of the registered client id, if there is one.
+func (p *Provider) clientCopy(id string) (client, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.clients[id]; c != nil {
+		return *c, true
+	}
+	return client{}, false
+}
+
 // authenticateClient authenticates the client with the method it
 // registered, at endpoint ("token", "par" or "revocation"). It returns a
 // copy of the client and whether HTTP Basic was used.
@@ -153,14 +163,8 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values, endpoint
 	if id == "" {
 		return client{}, basic, unauthorized("client authentication is required")
 	}
-	p.mu.Lock()
-	stored := p.clients[id]
-	var c client
-	if stored != nil {
-		c = *stored
-	}
-	p.mu.Unlock()
-	if stored == nil {
+	c, ok := p.clientCopy(id)
+	if !ok {
 		return client{}, basic, unauthorized("unknown client")
 	}
 	if c.authMethod != method && !(p.opts.AnyAuthMethod && c.authMethod != "none" && method != "none") {

@@ -230,12 +230,7 @@ func TestRPKeyRotationMidSession(t *testing.T) {
 	if api := b.api(a.URL + "/api"); api.status != http.StatusOK || !strings.Contains(api.body, `"sub":"`+interop.TestUserSub+`"`) {
 		t.Fatalf("API request after expiry: status %d %.200s", api.status, api.body)
 	}
-	var refreshes []providerCall
-	for _, c := range a.rec.find(http.MethodPost, a.endpoint("token_endpoint")) {
-		if c.form().Get("grant_type") == "refresh_token" {
-			refreshes = append(refreshes, c)
-		}
-	}
+	refreshes := a.refreshes()
 	if len(refreshes) != 1 || refreshes[0].status != http.StatusOK {
 		t.Fatalf("%d refreshes (%v), want 1 accepted", len(refreshes), refreshes)
 	}

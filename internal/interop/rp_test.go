@@ -259,10 +259,16 @@ func (a *app) registrations() []providerCall {
 }
 
 // codeExchanges returns the RP's authorization_code token requests.
-func (a *app) codeExchanges() []providerCall {
+func (a *app) codeExchanges() []providerCall { return a.tokenRequests("authorization_code") }
+
+// refreshes returns the refresh_token grants the app sent, in order.
+func (a *app) refreshes() []providerCall { return a.tokenRequests("refresh_token") }
+
+// tokenRequests returns the app's token requests of grantType, in order.
+func (a *app) tokenRequests(grantType string) []providerCall {
 	var out []providerCall
 	for _, c := range a.rec.find(http.MethodPost, a.endpoint("token_endpoint")) {
-		if c.form().Get("grant_type") == "authorization_code" {
+		if c.form().Get("grant_type") == grantType {
 			out = append(out, c)
 		}
 	}
@@ -837,12 +843,7 @@ func TestRPRefreshKeepsSessionAlive(t *testing.T) {
 	if api.status != http.StatusOK || !strings.Contains(api.body, `"sub":"`+interop.TestUserSub+`"`) {
 		t.Fatalf("API request after expiry with KeepTokens: status %d %.200s", api.status, api.body)
 	}
-	var refreshes []providerCall
-	for _, c := range a.rec.find(http.MethodPost, a.endpoint("token_endpoint")) {
-		if c.form().Get("grant_type") == "refresh_token" {
-			refreshes = append(refreshes, c)
-		}
-	}
+	refreshes := a.refreshes()
 	if len(refreshes) != 1 || refreshes[0].status != http.StatusOK {
 		t.Fatalf("%d refresh_token grants, want 1 that succeeds", len(refreshes))
 	}
@@ -906,13 +907,7 @@ func TestRPSilentReloginAfterIDTokenExpiry(t *testing.T) {
 	if n := len(a.codeExchanges()); n != 2 {
 		t.Errorf("%d code exchanges, want 2", n)
 	}
-	refreshes := 0
-	for _, c := range a.rec.find(http.MethodPost, a.endpoint("token_endpoint")) {
-		if c.form().Get("grant_type") == "refresh_token" {
-			refreshes++
-		}
-	}
-	if refreshes != 0 {
+	if refreshes := len(a.refreshes()); refreshes != 0 {
 		t.Errorf("%d refresh_token grants; without KeepTokens the middleware does not refresh", refreshes)
 	}
 	var tok map[string]any
