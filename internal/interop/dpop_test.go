@@ -99,7 +99,7 @@ func TestRPDPoP(t *testing.T) {
 	}
 
 	// The provider's events: PAR and DPoP-bound access tokens, no errors.
-	logs := op.Logs()
+	logs := op.LogsWith("access_token.saved: client="+clientID+" dpop=bound", 2)
 	if !strings.Contains(logs, "pushed_authorization_request.success: client="+clientID) {
 		t.Errorf("the provider did not log the pushed request:\n%s", logs)
 	}

@@ -168,8 +168,8 @@ func TestRPPrivateKeyJWT(t *testing.T) {
 		t.Errorf("assertion aud %v, want the token endpoint", aud)
 	}
 	want := fmt.Sprintf("client_assertion: route=token client=%s alg=ES256 kid=%s", st.ClientID, kid)
-	if !strings.Contains(op.Logs(), want) {
-		t.Errorf("the provider did not log %q:\n%s", want, op.Logs())
+	if logs := op.LogsWith(want, 1); !strings.Contains(logs, want) {
+		t.Errorf("the provider did not log %q:\n%s", want, logs)
 	}
 }
 
@@ -213,7 +213,7 @@ func TestRPKeyRotationMidSession(t *testing.T) {
 	if got := registeredKids(t, puts[0].respBody); !slices.Equal(got, []string{newKid, oldKid}) {
 		t.Errorf("the provider registered kids %v, want [%s %s]", got, newKid, oldKid)
 	}
-	if want := fmt.Sprintf("client_saved: route=client_update client=%s auth=private_key_jwt kids=%s,%s", clientID, newKid, oldKid); !strings.Contains(op.Logs(), want) {
+	if want := fmt.Sprintf("client_saved: route=client_update client=%s auth=private_key_jwt kids=%s,%s", clientID, newKid, oldKid); !strings.Contains(op.LogsWith(want, 1), want) {
 		t.Errorf("the provider did not log %q:\n%s", want, op.Logs())
 	}
 	if n := len(a.registrations()); n != 1 {
@@ -247,8 +247,9 @@ func TestRPKeyRotationMidSession(t *testing.T) {
 	if k := assertionKid(t, ex[1], clientID); k != newKid {
 		t.Errorf("new login's assertion kid %q, want the new key %q", k, newKid)
 	}
-	logs := op.Logs()
-	if n := strings.Count(logs, fmt.Sprintf("client_assertion: route=token client=%s alg=ES256 kid=%s", clientID, newKid)); n != 2 {
+	verified := fmt.Sprintf("client_assertion: route=token client=%s alg=ES256 kid=%s", clientID, newKid)
+	logs := op.LogsWith(verified, 2)
+	if n := strings.Count(logs, verified); n != 2 {
 		t.Errorf("the provider verified %d assertions with the new key, want 2 (refresh, login):\n%s", n, logs)
 	}
 	if strings.Contains(logs, "grant.error") {

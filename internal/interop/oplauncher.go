@@ -167,6 +167,17 @@ func (op *OP) Stop() { op.stop() }
 // Logs returns what the provider wrote to stderr so far, across restarts.
 func (op *OP) Logs() string { return op.logs.String() }
 
+// LogsWith returns Logs once they hold substr at least n times, or after
+// five seconds: the provider's lines reach the pipe as it answers, and may
+// be read a moment after the answer that caused them.
+func (op *OP) LogsWith(substr string, n int) string {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if logs := op.Logs(); strings.Count(logs, substr) >= n || time.Now().After(deadline) {
+			return logs
+		}
+	}
+}
+
 // Args returns the provider.mjs command-line flags for the options.
 func (o Options) Args() []string {
 	args := []string{"--port", strconv.Itoa(o.Port)}

@@ -73,7 +73,7 @@ func TestRPPushedAuthorizationRequired(t *testing.T) {
 		t.Errorf("the PAR and token requests carry the same client assertion, want one each")
 	}
 	// The provider confirms it.
-	logs := op.Logs()
+	logs := op.LogsWith("client_assertion: route=token client="+clientID, 1)
 	if strings.Count(logs, "pushed_authorization_request.success: client="+clientID) != 1 {
 		t.Errorf("the provider did not log one accepted pushed request from %s:\n%s", clientID, logs)
 	}
@@ -123,7 +123,7 @@ func TestRPPushedAuthorizationNotRequired(t *testing.T) {
 	if n := len(pushing.rec.find(http.MethodPost, pushing.endpoint("pushed_authorization_request_endpoint"))); n != 1 {
 		t.Errorf("%d PAR requests with Config.PushedAuthorization, want 1", n)
 	}
-	if !strings.Contains(op.Logs(), "pushed_authorization_request.success: client="+pushing.rp.Status().ClientID) {
+	if pushed := "pushed_authorization_request.success: client=" + pushing.rp.Status().ClientID; !strings.Contains(op.LogsWith(pushed, 1), pushed) {
 		t.Errorf("the provider did not log the pushed request:\n%s", op.Logs())
 	}
 }
