@@ -2,6 +2,7 @@ package oidcrp
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -194,5 +195,44 @@ func TestProviderDropsPrivateKeyJWT(t *testing.T) {
 	}
 	if st := e.rp.Status(); st.AuthMethod != "client_secret_basic" {
 		t.Errorf("Status.AuthMethod %q", st.AuthMethod)
+	}
+}
+
+// TestAssertionSigningAlgorithm: the assertion key follows the provider's
+// token_endpoint_auth_signing_alg_values_supported: ES256 where listed,
+// RS256 where only it is, and no private_key_jwt at all (but the next
+// method) where the provider takes neither.
+func TestAssertionSigningAlgorithm(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		algs      []string
+		method    string
+		keyAlg    string
+		jwsHeader string
+	}{
+		{"ES256 listed", []string{"RS256", "ES256", "HS256"}, "private_key_jwt", "ES256", `"alg":"ES256"`},
+		{"RS256 only", []string{"RS256", "HS256"}, "private_key_jwt", "RS256", `"alg":"RS256"`},
+		{"neither", []string{"PS256", "HS256"}, "client_secret_basic", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, devop.Options{AuthMethods: jwtAuth, Discovery: func(doc map[string]any) {
+				doc["token_endpoint_auth_signing_alg_values_supported"] = tc.algs
+			}}, Config{})
+			e.login("/")
+			c := e.op.Clients()[0]
+			if c.AuthMethod != tc.method {
+				t.Fatalf("registered %s, want %s", c.AuthMethod, tc.method)
+			}
+			if alg, _ := c.Metadata["token_endpoint_auth_signing_alg"].(string); alg != tc.keyAlg {
+				t.Errorf("token_endpoint_auth_signing_alg %q, want %q", alg, tc.keyAlg)
+			}
+			form, _ := e.op.LastTokenRequest()
+			header, _ := base64.RawURLEncoding.DecodeString(strings.Split(form.Get("client_assertion")+".", ".")[0])
+			if !strings.Contains(string(header), tc.jwsHeader) || (tc.jwsHeader == "") != (form.Get("client_assertion") == "") {
+				t.Errorf("client assertion header %s, want %s", header, tc.jwsHeader)
+			}
+		})
 	}
 }
