@@ -496,14 +496,10 @@ func assertionProbe(t *testing.T, tokenEndpoint, clientID, kid string, priv *ecd
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 		"client_assertion":      {input + "." + base64.RawURLEncoding.EncodeToString(sig)},
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).PostForm(tokenEndpoint, form)
+	req, err := http.NewRequest(http.MethodPost, tokenEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		t.Fatalf("token probe: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var e struct {
-		Error string `json:"error"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&e)
-	return resp.StatusCode, e.Error
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return sendProbe(t, req)
 }

@@ -527,6 +527,12 @@ func tokenProbe(t *testing.T, tokenEndpoint, redirectURI, clientID, secret strin
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	return sendProbe(t, req)
+}
+
+// sendProbe sends a token probe and returns its status and "error" member.
+func sendProbe(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatalf("token probe: %v", err)
