@@ -204,9 +204,9 @@ type Config struct {
 	// JWKSURL, when set, is the public URL of the relying party's JWK Set:
 	// the middleware serves the public keys at its path (and
 	// [RP.JWKSHandler] anywhere), and it is registered as jwks_uri instead
-	// of registering the keys inline (jwks). A key is used an hour after it
-	// appears in the set, as providers cache it. Default: keys are
-	// registered inline.
+	// of registering the keys inline (jwks). A key's successor is used an
+	// hour after it appears in the set, as providers cache it. Default:
+	// keys are registered inline.
 	JWKSURL string
 
 	// SkipUserInfo turns off the userinfo request made after each login.
