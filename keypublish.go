@@ -119,7 +119,7 @@ func pickEncryption(algs, encs []string) (alg, enc string) {
 			break
 		}
 	}
-	enc = "A128CBC-HS256"
+	enc = defaultEncryptionEnc
 	if slices.Contains(encs, "A256GCM") {
 		enc = "A256GCM"
 	}
@@ -151,7 +151,7 @@ func (l *lifecycle) maintainKeys(ctx context.Context, force bool) error {
 	}
 	published := func(k *rpKey) bool { return l.keys.published(k, l.cur.Load().creds) }
 	for range 2 { // rotate and publish, then retire what the publication superseded
-		if _, err := l.keys.rotate(ctx, force, published); err != nil {
+		if err := l.keys.rotate(ctx, force, published); err != nil {
 			return err
 		}
 		force = false
@@ -231,7 +231,7 @@ func (rp *RP) RotateKeys(ctx context.Context) error {
 	if _, err := rp.lc.client(ctx); err != nil {
 		return err
 	}
-	if len(rp.lc.keys.all()) == 0 || rp.lc.keys.all()[0].own && len(rp.lc.keys.all()) == 1 {
+	if !rp.lc.keys.generated() {
 		return errors.New("oidcrp: the relying party uses no key of its own making (neither private_key_jwt, request objects nor encrypted responses)")
 	}
 	return rp.lc.maintainKeys(ctx, true)

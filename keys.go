@@ -314,17 +314,13 @@ func (m *keyManager) ensure(ctx context.Context, need []keyKind) ([]*rpKey, erro
 // rotate gives every kind of key whose newest key is older than the
 // rotation period (every kind, with force) a successor, retires keys whose
 // successor is published (published reports that), and deletes keys
-// retired for keyRetireGrace. It reports whether the set changed.
-func (m *keyManager) rotate(ctx context.Context, force bool, published func(*rpKey) bool) (changed bool, err error) {
-	m.mu.Lock()
-	none := len(m.keys) == 0
-	m.mu.Unlock()
-	if none && !force {
-		return false, nil // only generated keys rotate
+// retired for keyRetireGrace.
+func (m *keyManager) rotate(ctx context.Context, force bool, published func(*rpKey) bool) error {
+	if !m.generated() && !force {
+		return nil // only generated keys rotate
 	}
-	err = m.update(ctx, func(set []*rpKey) ([]*rpKey, bool, error) {
-		now := m.now()
-		changed = false
+	return m.update(ctx, func(set []*rpKey) ([]*rpKey, bool, error) {
+		now, changed := m.now(), false
 		newest := map[keyKind]*rpKey{}
 		for _, k := range set {
 			if newest[k.keyKind] == nil {
@@ -358,7 +354,14 @@ func (m *keyManager) rotate(ctx context.Context, force bool, published func(*rpK
 		}
 		return kept, changed, nil
 	})
-	return changed, err
+}
+
+// generated reports whether the relying party uses keys it generated, as
+// opposed to none or the application's own only. It does no I/O.
+func (m *keyManager) generated() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.keys) > 0
 }
 
 func compareKinds(a, b keyKind) int {
@@ -416,12 +419,16 @@ func (m *keyManager) remember(set []*rpKey) {
 
 // storedKeys is the stored form of the set.
 type storedKeys struct {
-	Version int `json:"version"`
-	Keys    []struct {
-		JWK     jose.JSONWebKey `json:"jwk"`
-		Created int64           `json:"created"`
-		Retired int64           `json:"retired,omitempty"`
-	} `json:"keys"`
+	Version int         `json:"version"`
+	Keys    []storedKey `json:"keys"`
+}
+
+// storedKey is one key of storedKeys: its JWK, private part included, and
+// when it was made and retired (unix seconds; 0: not retired).
+type storedKey struct {
+	JWK     jose.JSONWebKey `json:"jwk"`
+	Created int64           `json:"created"`
+	Retired int64           `json:"retired,omitempty"`
 }
 
 // load reads the stored set, newest first; none stored is an empty set.
@@ -464,11 +471,8 @@ func (m *keyManager) load(ctx context.Context) ([]*rpKey, error) {
 func (m *keyManager) save(ctx context.Context, set []*rpKey) error {
 	s := storedKeys{Version: 1}
 	for _, k := range set {
-		s.Keys = append(s.Keys, struct {
-			JWK     jose.JSONWebKey `json:"jwk"`
-			Created int64           `json:"created"`
-			Retired int64           `json:"retired,omitempty"`
-		}{jose.JSONWebKey{Key: k.priv, KeyID: k.kid, Algorithm: k.alg, Use: k.use}, k.created.Unix(), unixOrZero(k.retired)})
+		jwk := jose.JSONWebKey{Key: k.priv, KeyID: k.kid, Algorithm: k.alg, Use: k.use}
+		s.Keys = append(s.Keys, storedKey{JWK: jwk, Created: k.created.Unix(), Retired: unixOrZero(k.retired)})
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -481,16 +485,7 @@ func (m *keyManager) save(ctx context.Context, set []*rpKey) error {
 }
 
 // registeredKey reports whether the registered jwks holds a key named kid.
-func registeredKey(jwks any, kid string) bool {
-	set, _ := jwks.(map[string]any)
-	keys, _ := set["keys"].([]any)
-	for _, k := range keys {
-		if m, _ := k.(map[string]any); m != nil && m["kid"] == kid {
-			return true
-		}
-	}
-	return false
-}
+func registeredKey(jwks any, kid string) bool { return slices.Contains(registeredKids(jwks), kid) }
 
 // registeredKids returns the kids of the registered jwks.
 func registeredKids(jwks any) []string {
