@@ -13,6 +13,17 @@ import (
 	"slices"
 )
 
+// ownMetadata is the metadata this process registers: the configuration's
+// (wantMetadata), completed with what the relying party's keys make
+// possible (withKeys).
+func (l *lifecycle) ownMetadata(ctx context.Context, disc *discovery) (ClientMetadata, error) {
+	m, err := wantMetadata(l.cfg, disc, l.keys.own)
+	if err != nil {
+		return m, err
+	}
+	return l.withKeys(ctx, disc, m)
+}
+
 // withKeys completes the metadata to register with what the relying
 // party's keys make possible, generating the keys on first use:
 // token_endpoint_auth_signing_alg for private_key_jwt,
@@ -136,8 +147,8 @@ func pickEncryption(algs, encs []string) (alg, enc string) {
 // could not be published, if they could not.
 func (l *lifecycle) maintainKeys(ctx context.Context, force bool) error {
 	c := l.cur.Load()
-	if c == nil || c.gone || l.cfg.ClientID != "" {
-		return nil
+	if c == nil || c.gone || l.cfg.ClientID != "" || len(l.keys.all()) == 0 {
+		return nil // no keys in use: setup loads or makes them when needed
 	}
 	if err := l.keys.reload(ctx, 0); err != nil {
 		return err

@@ -463,10 +463,7 @@ func (l *lifecycle) obtain(ctx context.Context, disc *discovery, prev *client) (
 	if disc.RegistrationEndpoint == "" {
 		return nil, time.Time{}, errors.New("oidcrp: provider has no registration_endpoint and no ClientID is configured")
 	}
-	own, err := wantMetadata(l.cfg, disc, l.keys.own)
-	if err == nil {
-		own, err = l.withKeys(ctx, disc, own) // keys.go
-	}
+	own, err := l.ownMetadata(ctx, disc)
 	if err != nil {
 		return nil, time.Time{}, err
 	}

@@ -195,10 +195,7 @@ func (l *lifecycle) followReplicas(ctx context.Context) {
 	if c == nil || c.gone || l.cfg.ClientID != "" {
 		return
 	}
-	own, err := wantMetadata(l.cfg, c.disc, l.keys.own)
-	if err == nil {
-		own, err = l.withKeys(ctx, c.disc, own)
-	}
+	own, err := l.ownMetadata(ctx, c.disc)
 	if err != nil {
 		return
 	}
